@@ -1,0 +1,49 @@
+# edgenet: build, run, test.  Needs only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+PORT     ?= 55000
+ATTEMPTS ?= 3
+# Wheels for the zipapp are pure-Python only (py3-none-any), so one file runs on any CPU.
+WHEEL_TAGS := --only-binary=:all: --platform any --implementation py --abi none --python-version 3.10
+
+.PHONY: all venv pyz run test bench bench-quick soak lint clean
+
+all: pyz
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+build/edgenet.pyz: $(VENV)/.installed $(shell find edgenet admin_api -type f \( -name '*.py' -o -name '*.html' -o -name '*.json' \) 2>/dev/null) pyproject.toml
+	rm -rf build/wheels build/edgenet.pyz
+	mkdir -p build/wheels
+	$(VPY) -m pip wheel --quiet --no-deps -w build/wheels .
+	$(VPY) -m pip download --quiet $(WHEEL_TAGS) -d build/wheels build/wheels/edgenet-*.whl
+	$(VENV)/bin/shiv --quiet --no-index --find-links build/wheels --compressed --reproducible \
+		-p '/usr/bin/env python3' -e edgenet.__main__:main -o build/edgenet.pyz edgenet
+	$(VPY) -m edgenet._buildcheck build/edgenet.pyz
+
+pyz: build/edgenet.pyz
+
+run: build/edgenet.pyz
+	$(PYTHON) build/edgenet.pyz server $(PORT) $(ATTEMPTS) --credentials credentials.txt --data-dir build/server-data
+
+test: build/edgenet.pyz
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+soak: build/edgenet.pyz
+	$(VPY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: build/edgenet.pyz
+	$(VPY) bench/run.py
+
+bench-quick: build/edgenet.pyz
+	$(VPY) bench/run.py --quick
+
+clean:
+	rm -rf build $(VENV) *.egg-info

@@ -1,0 +1,180 @@
+"""Command line: ``edgenet server ...`` and ``edgenet client ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from edgenet import __version__
+
+ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
+                  "The valid value of argument number is an integer between 1 and 5")
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit status 2."""
+
+
+def _port(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535 or not text.strip().lstrip("+").isdigit():
+        raise UsageError(f"Invalid {what}: {text}. It must be an integer between 0 and 65535")
+    return value
+
+
+def _positive(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"Invalid {what}: {text}. It must be a positive number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise UsageError(f"Invalid {what}: {text}. It must be a positive number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgenet", description="edgenet: an edge-device network (central server and "
+                                    "edge-device clients).")
+    parser.add_argument("--version", action="version", version=f"edgenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{server,client}")
+    sub.required = True
+
+    srv = sub.add_parser("server", help="run the central server",
+                         description="Run the central server: devices log in over TCP on "
+                                     "SERVER_PORT.")
+    srv.add_argument("server_port", metavar="SERVER_PORT",
+                     help="TCP port for devices (0 lets the OS choose)")
+    srv.add_argument("max_attempts", metavar="MAX_ATTEMPTS",
+                     help="consecutive failed logins (1-5) before a device name is blocked")
+    srv.add_argument("--host", default="0.0.0.0",
+                     help="address to listen on (default 0.0.0.0; '::' for IPv6)")
+    srv.add_argument("--credentials", default="credentials.txt", metavar="FILE",
+                     help="credentials file, one 'name password' per line "
+                          "(default ./credentials.txt)")
+    srv.add_argument("--data-dir", default=".", metavar="DIR",
+                     help="where logs and uploaded files live (default .)")
+    srv.add_argument("--block-seconds", default="10", metavar="N",
+                     help="how long a device name stays blocked (default 10)")
+    srv.add_argument("--heartbeat", default="10", metavar="SECONDS",
+                     help="ping a silent device after this many seconds; close it after 2.5x "
+                          "(default 10)")
+    srv.add_argument("--max-upload", default=str(4 * 2**30), metavar="BYTES",
+                     help="largest upload accepted (default 4 GiB)")
+    srv.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
+                     help="auto: console on a terminal, JSON lines otherwise")
+
+    cli = sub.add_parser("client", help="run an edge device (interactive or scripted)",
+                         description="Run an edge device: log in to the server at "
+                                     "SERVER_IP:SERVER_PORT and listen for peer-to-peer "
+                                     "transfers on UDP_PORT. Commands come from the terminal, "
+                                     "or one per line from stdin when it is not a terminal.")
+    cli.add_argument("server_ip", metavar="SERVER_IP", help="server address")
+    cli.add_argument("server_port", metavar="SERVER_PORT", help="server TCP port")
+    cli.add_argument("udp_port", metavar="UDP_PORT",
+                     help="UDP port this device receives files on (0 lets the OS choose)")
+    cli.add_argument("--data-dir", default=".", metavar="DIR",
+                     help="where generated and received files live (default .)")
+    cli.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
+                     help="format of the client's own diagnostics on stderr")
+    return parser
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from edgenet.config import ServerConfig
+    from edgenet.logconfig import configure_logging
+    from edgenet.server.auth import CredentialsError, Credentials
+
+    try:
+        attempts = int(args.max_attempts)
+    except ValueError:
+        attempts = 0
+    if not 1 <= attempts <= 5 or not args.max_attempts.strip().isdigit():
+        raise UsageError(ATTEMPTS_ERROR.format(args.max_attempts))
+    port = _port(args.server_port, "port")
+    block = _positive(args.block_seconds, "--block-seconds")
+    heartbeat = _positive(args.heartbeat, "--heartbeat")
+    max_upload = int(_positive(args.max_upload, "--max-upload"))
+    config = ServerConfig(port=port, max_attempts=attempts, host=args.host,
+                          credentials=Path(args.credentials), data_dir=Path(args.data_dir),
+                          block_seconds=block, log_format=args.log_format,
+                          heartbeat=heartbeat, max_upload=max_upload)
+    try:
+        credentials = Credentials.load(config.credentials)
+    except CredentialsError as exc:
+        print(f"edgenet: {exc}", file=sys.stderr)
+        return 1
+    if not credentials.entries:
+        print(f"edgenet: {config.credentials} lists no devices", file=sys.stderr)
+        return 1
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"edgenet: cannot use data dir {config.data_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    configure_logging(config.log_format)
+    import structlog
+
+    from edgenet.server.app import serve
+
+    log = structlog.get_logger("edgenet.server")
+
+    def ready(server: object, addresses: list[tuple[str, int]]) -> None:
+        host, bound = addresses[0]
+        log.info("server_ready", host=host, port=bound, addresses=[f"{h}:{p}" for h, p in addresses],
+                 devices_known=len(credentials), max_attempts=attempts,
+                 data_dir=str(config.data_dir.resolve()))
+
+    try:
+        return asyncio.run(serve(config, credentials, ready=ready))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"edgenet: port {port} on {config.host} is already in use", file=sys.stderr)
+        elif exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(
+                exc, __import__("socket").gaierror):
+            print(f"edgenet: cannot listen on {config.host}: {exc.strerror or exc}",
+                  file=sys.stderr)
+        elif exc.errno == errno.EACCES:
+            print(f"edgenet: permission denied to listen on port {port}", file=sys.stderr)
+        else:
+            print(f"edgenet: cannot start the server: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    from edgenet.client.shell import run_client
+    from edgenet.config import ClientConfig
+
+    server_port = _port(args.server_port, "server port")
+    if server_port == 0:
+        raise UsageError("Invalid server port: 0. It must be an integer between 1 and 65535")
+    udp_port = _port(args.udp_port, "UDP port")
+    config = ClientConfig(server_host=args.server_ip, server_port=server_port, udp_port=udp_port,
+                          data_dir=Path(args.data_dir), log_format=args.log_format)
+    return run_client(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "server":
+            return run_server(args)
+        return run_client_command(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

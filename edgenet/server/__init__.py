@@ -1,0 +1,1 @@
+"""The central node: state, authentication, storage, sessions and the asyncio server."""

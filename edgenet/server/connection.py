@@ -1,0 +1,255 @@
+"""asyncio adapter for one device connection: bytes in, events out, work done.
+
+It reads from the stream, feeds the sans-I/O ``ServerConnection``, performs what
+each event asks (through ``commands`` and the server's state objects), writes
+replies, and on the way out removes the device from the active list, whatever
+ended the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from edgenet.server import commands
+from edgenet.server.session import (
+    BadRequest,
+    Fatal,
+    HelloReceived,
+    PeerClosed,
+    RequestReceived,
+    ServerConnection,
+    UploadData,
+    UploadDone,
+)
+from edgenet.wire import messages as m
+from edgenet.wire.frames import NEED_DATA, encode_frame
+
+if TYPE_CHECKING:
+    from edgenet.server.app import EdgeServer
+    from edgenet.server.store import UploadInProgress
+
+log = structlog.get_logger("edgenet.server")
+
+READ_SIZE = 256 * 1024
+
+
+class DeviceConnection:
+    """One TCP connection from a device, from hello to close."""
+
+    def __init__(self, server: EdgeServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.ip: str = str(peer[0])
+        if self.ip.startswith("::ffff:") and "." in self.ip:
+            self.ip = self.ip[7:]
+        self.peer = f"{self.ip}:{peer[1]}"
+        self.proto = ServerConnection(server.config.max_upload, server.config.heartbeat,
+                                      time.monotonic())
+        self.name: str | None = None
+        self.busy = False
+        self._closing = False
+        self._upload: tuple[m.Upload, UploadInProgress] | None = None
+
+    # -- called by others (takeover, admin API, heartbeat, shutdown) ----------
+
+    def disconnect(self, kind: str, message: str) -> None:
+        """Tell the device why, then close. Safe to call more than once."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self.writer.write(encode_frame(m.notice(kind, message)))
+        except Exception:  # the transport may already be gone
+            pass
+        self.writer.transport.abort() if kind == "timeout" else self.writer.close()
+        self.proto.close()
+
+    def heartbeat(self, now: float) -> None:
+        if self.busy or self._closing or self.proto.uploading:
+            return
+        action = self.proto.heartbeat_action(now)
+        if action == "timeout":
+            log.info("heartbeat_timeout", device=self.name, peer=self.peer)
+            self.disconnect("timeout", "no heartbeat from the device; closing the connection")
+        elif isinstance(action, bytes):
+            self.writer.write(action)
+
+    # -- the connection's life ------------------------------------------------
+
+    async def run(self) -> None:
+        structlog.contextvars.bind_contextvars(peer=self.peer)
+        reason = "closed"
+        try:
+            reason = await self._serve()
+        except (ConnectionError, OSError):
+            reason = "connection_lost"
+        except asyncio.CancelledError:
+            reason = "server_shutdown"
+            raise
+        finally:
+            if self._upload is not None:
+                self._upload[1].abort()
+            self._leave(reason)
+            if not self.writer.is_closing():
+                self.writer.close()
+
+    def _leave(self, reason: str) -> None:
+        if self.name is None:
+            return
+        dev = self.server.devices.remove(self.name, session=self)
+        if dev is not None:
+            self.server.device_log.request()
+            event = "logout" if reason == "logout" else "disconnect"
+            log.info(event, device=self.name, reason=reason, commands=dev.commands)
+
+    async def _serve(self) -> str:
+        while True:
+            ev = self.proto.next_event()
+            if ev is NEED_DATA:
+                data = await self.reader.read(READ_SIZE)
+                self.proto.receive_data(data, time.monotonic())
+                continue
+            if isinstance(ev, PeerClosed):
+                return "disconnected" if not self._closing else "closed_by_server"
+            if isinstance(ev, Fatal):
+                log.warning("protocol_error", code=ev.code, message=ev.message, device=self.name)
+                self.writer.write(ev.reply)
+                await self._drain()
+                return "protocol_error"
+            if isinstance(ev, BadRequest):
+                log.info("bad_request", code=ev.code, device=self.name)
+                self.writer.write(ev.reply)
+                await self._drain()
+                continue
+            if isinstance(ev, HelloReceived):
+                self.writer.write(encode_frame(m.hello_ok(self.server.agent,
+                                                          self.server.config.heartbeat)))
+                await self._drain()
+                continue
+            if isinstance(ev, UploadData):
+                if self._upload is not None:
+                    self._upload[1].write(ev.data)
+                continue
+            if isinstance(ev, UploadDone):
+                await self._finish_upload()
+                continue
+            if isinstance(ev, RequestReceived):
+                done = await self._request(ev.request)
+                if done:
+                    return "logout"
+
+    async def _drain(self) -> None:
+        await self.writer.drain()
+
+    async def _request(self, req: m.Request) -> bool:
+        """Serve one request. True when the connection should end (logout)."""
+        if isinstance(req, m.Pong):
+            return False
+        if isinstance(req, m.Login):
+            await self._login(req)
+            return False
+        if isinstance(req, m.Logout):
+            self._send(m.ok(req.id))
+            await self._drain()
+            return True
+        if isinstance(req, m.Ping):
+            self._send(m.ok(req.id))
+            return False
+        assert self.name is not None  # the sans-I/O layer refuses commands before login
+        if isinstance(req, m.Upload):
+            self._upload = (req, self.server.store.begin_upload(self.name, req.file_id))
+            self._started = time.perf_counter()
+            if req.size == 0:
+                await self._finish_upload()
+            return False
+        started = time.perf_counter()
+        self.busy = True
+        try:
+            if isinstance(req, m.Compute):
+                reply = await commands.compute(self.server, self.name, req)
+            elif isinstance(req, m.Delete):
+                reply = await commands.delete(self.server, self.name, req)
+            elif isinstance(req, m.ListDevices):
+                reply = commands.list_devices(self.server, self.name, req)
+            elif isinstance(req, m.Lookup):
+                reply = commands.lookup(self.server, self.name, req)
+            else:  # pragma: no cover - every request type is handled above
+                reply = m.error(req.id, "unknown_type", "unsupported request")
+        except Exception:
+            log.exception("command_failed", device=self.name, command=type(req).__name__)
+            reply = m.error(req.id, "internal", "the server failed to run the command")
+        finally:
+            self.busy = False
+        self._finish_command(req, reply, started)
+        await self._drain()
+        return False
+
+    async def _finish_upload(self) -> None:
+        assert self._upload is not None and self.name is not None
+        req, up = self._upload
+        self.busy = True
+        try:
+            reply = await commands.finish_upload(self.server, self.name, up, req)
+        finally:
+            self.busy = False
+            self._upload = None
+        if reply["type"] == "ok":
+            log.info("upload", device=self.name, file_id=req.file_id, samples=reply["samples"],
+                     bytes=reply["bytes"])
+        self._finish_command(req, reply, self._started)
+        await self._drain()
+
+    def _finish_command(self, req: m.Request, reply: dict[str, Any], started: float) -> None:
+        self._send(reply)
+        dev = self.server.devices.get(self.name or "")
+        if dev is not None and dev.session is self:
+            dev.commands += 1
+        outcome = "ok" if reply["type"] == "ok" else reply["code"]
+        log.info("command", device=self.name, command=commands.COMMAND_NAMES[type(req).__name__],
+                 outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        if isinstance(req, m.Delete) and outcome == "ok":
+            log.info("delete", device=self.name, file_id=req.file_id, samples=reply["samples"])
+
+    def _send(self, fields: dict[str, Any]) -> None:
+        self.writer.write(encode_frame(fields))
+
+    async def _login(self, req: m.Login) -> None:
+        server = self.server
+        now = server.clock()
+        left = server.lockouts.seconds_left(req.name, now)
+        if left:
+            reply = commands.blocked_reply(req.name, left)
+            log.info("login_refused_blocked", device=req.name, seconds_left=round(left, 1))
+            self._send(m.error(req.id, **reply))
+            await self._drain()
+            return
+        if not server.credentials.check(req.name, req.password):
+            reply = commands.login_failure(server, req.name, now)
+            if reply["code"] == "blocked":
+                log.warning("device_blocked", device=req.name, block_seconds=reply["seconds_left"])
+            else:
+                log.info("login_failed", device=req.name,
+                         attempts_left=reply["attempts_left"])
+            self._send(m.error(req.id, **reply))
+            await self._drain()
+            return
+        server.lockouts.record_success(req.name)
+        self.name = req.name
+        dev, old = server.devices.add(req.name, self.ip, req.udp_port, now, self)
+        structlog.contextvars.bind_contextvars(device=req.name, session=dev.session_id)
+        self.proto.logged_in()
+        if old is not None:
+            log.info("takeover", device=req.name, old_peer=getattr(old.session, "peer", None))
+            old.session.disconnect("replaced", "this device logged in from another place; "
+                                               "this session was replaced")
+        await server.device_log.request()
+        log.info("login", device=req.name, udp_port=req.udp_port)
+        self._send(m.ok(req.id, session=dev.session_id, name=req.name))
+        await self._drain()

@@ -1,0 +1,120 @@
+"""The server's three text logs.
+
+* ``upload-log.txt`` and ``deletion-log.txt``: ``name; dd Month yyyy hh:mm:ss; fileID; dataAmount``,
+  appended one whole line per write, kept in memory too (bounded) so readers
+  never re-read the file.
+* ``edge-device-log.txt``: ``seq; dd Month yyyy hh:mm:ss; name; ip; udp_port``, the active
+  devices, rewritten whole (temporary file, then rename) on every change.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from edgenet.server.state import ActiveDevice
+
+UPLOAD_LOG = "upload-log.txt"
+DELETION_LOG = "deletion-log.txt"
+DEVICE_LOG = "edge-device-log.txt"
+TIME_FORMAT = "%d %B %Y %H:%M:%S"
+#: Records of each append-only log kept in memory for readers (the file keeps all).
+MAX_RECORDS_IN_MEMORY = 100_000
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+
+def format_timestamp(t: float) -> str:
+    """``30 September 2022 10:31:13`` in local time, English month names whatever the locale."""
+    tm = time.localtime(t)
+    return f"{tm.tm_mday:02d} {_MONTHS[tm.tm_mon - 1]} {tm.tm_year} " \
+           f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+
+
+def parse_timestamp(text: str) -> float:
+    day, month, year, hms = text.split(" ")
+    hh, mm, ss = hms.split(":")
+    tm = (int(year), _MONTHS.index(month) + 1, int(day), int(hh), int(mm), int(ss), 0, 0, -1)
+    return time.mktime(tm)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One line of the upload or deletion log."""
+
+    device: str
+    time: float
+    file_id: int
+    samples: int
+
+    def line(self) -> str:
+        return f"{self.device}; {format_timestamp(self.time)}; {self.file_id}; {self.samples}\n"
+
+    @classmethod
+    def parse(cls, line: str) -> FileRecord:
+        device, ts, file_id, samples = line.rstrip("\n").split("; ")
+        return cls(device, parse_timestamp(ts), int(file_id), int(samples))
+
+
+class FileLog:
+    """An append-only log of FileRecords (uploads or deletions)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: deque[FileRecord] = deque(maxlen=MAX_RECORDS_IN_MEMORY)
+        self.skipped_lines = 0
+        if path.exists():
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        self.records.append(FileRecord.parse(line))
+                    except (ValueError, IndexError):
+                        # A torn last line from a crash, or a hand edit: keep the file, skip it.
+                        self.skipped_lines += 1
+
+    def append(self, record: FileRecord) -> None:
+        self.write_line(record)
+        self.remember(record)
+
+    def remember(self, record: FileRecord) -> None:
+        """Keep a record that ``write_line`` wrote (on the event loop)."""
+        self.records.append(record)
+
+    def write_line(self, record: FileRecord, fsync: bool = True) -> None:
+        """Append the record's line to the file in one write (blocking)."""
+        data = record.line().encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)  # one write per line: lines never interleave
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def device_log_lines(devices: Iterable[ActiveDevice]) -> str:
+    return "".join(
+        f"{seq}; {format_timestamp(d.since)}; {d.name}; {d.ip}; {d.udp_port}\n"
+        for seq, d in enumerate(devices, 1)
+    )
+
+
+def parse_device_line(line: str) -> tuple[int, float, str, str, int]:
+    seq, ts, name, ip, port = line.rstrip("\n").split("; ")
+    return int(seq), parse_timestamp(ts), name, ip, int(port)
+
+
+def write_atomically(path: Path, text: str, fsync: bool = False) -> None:
+    """Replace ``path`` whole: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Device protocol over TCP: the frame codec and typed messages (sans-I/O)."""
