@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest upload accepted (default 4 GiB)")
     srv.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
                      help="auto: console on a terminal, JSON lines otherwise")
+    srv.add_argument("--admin-host", default="127.0.0.1",
+                     help="address of the admin HTTP API (default 127.0.0.1)")
+    srv.add_argument("--admin-port", default="8080",
+                     help="port of the admin HTTP API (default 8080; 0 lets the OS choose)")
+    srv.add_argument("--no-admin", action="store_true", help="do not run the admin HTTP API")
+    srv.add_argument("--admin-token", default=None,
+                     help="bearer token for the admin API (or EDGENET_ADMIN_TOKEN)")
 
     cli = sub.add_parser("client", help="run an edge device (interactive or scripted)",
                          description="Run an edge device: log in to the server at "
@@ -105,7 +113,12 @@ def run_server(args: argparse.Namespace) -> int:
     config = ServerConfig(port=port, max_attempts=attempts, host=args.host,
                           credentials=Path(args.credentials), data_dir=Path(args.data_dir),
                           block_seconds=block, log_format=args.log_format,
-                          heartbeat=heartbeat, max_upload=max_upload)
+                          heartbeat=heartbeat, max_upload=max_upload,
+                          admin_host=args.admin_host,
+                          admin_port=_port(args.admin_port, "admin port"),
+                          admin_enabled=not args.no_admin,
+                          admin_token=args.admin_token or os.environ.get("EDGENET_ADMIN_TOKEN")
+                          or None)
     try:
         credentials = Credentials.load(config.credentials)
     except CredentialsError as exc:
