@@ -56,6 +56,7 @@ class DeviceConnection:
         self.busy = False
         self._closing = False
         self._upload: tuple[m.Upload, UploadInProgress] | None = None
+        self._started = 0.0
 
     # -- called by others (takeover, admin API, heartbeat, shutdown) ----------
 
