@@ -1,0 +1,282 @@
+"""The receiving side of one UVF transfer, as a sans-I/O state machine.
+
+States: RECEIVING -> VERIFYING -> DONE, or FAILED from any of them.
+
+* RECEIVING: created from an accepted OFFER (ACCEPT is queued at once and repeated whenever the
+  OFFER is). DATA chunks within the advertised window are kept in a reorder buffer until the
+  in-order prefix can be written; in-order bytes are written through ``ChunkWriter`` in blocks and
+  hashed as they go. Chunks beyond the window are dropped (flow control); duplicates are counted.
+  One ACK (cumulative point, limit, SACK ranges, timestamp echo) is produced per
+  ``datagrams_to_send`` call, i.e. once per batch of datagrams, not per datagram.
+* VERIFYING: every byte arrived and the SHA-256 matched; ``DataComplete`` asks the adapter to
+  fsync and rename, after which it calls ``confirm_saved``. A mismatch fails with
+  "hash_mismatch" instead.
+* DONE: DONE is sent, and re-sent whenever a FIN or a duplicate chunk shows it was lost, until a
+  CLOSE arrives or ``linger`` seconds pass.
+
+A sender silent for ``idle_timeout`` seconds (before DONE) fails the transfer with "timeout".
+Memory is bounded by the window: at most ``window`` chunks are buffered.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import packet as pk
+from .events import DataComplete, TransferCompleted, TransferEventCore, TransferFailed
+from .rangeset import RangeSet
+
+Address = tuple[object, ...]
+
+
+class ChunkWriter(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    #: Reorder buffer / advertised window in bytes (converted to chunks, 16..65536 of them).
+    window_bytes: int = 8 * 2**20
+    idle_timeout: float = 10.0
+    #: How long DONE is kept answerable without a CLOSE (default: the idle timeout).
+    linger: float | None = None
+    #: In-order bytes are written once this many are pending (and at every batch end).
+    write_block: int = 256 * 1024
+
+
+class ReceiverState(enum.Enum):
+    RECEIVING = "receiving"
+    VERIFYING = "verifying"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Receiver:
+    def __init__(
+        self,
+        offer: pk.Offer,
+        *,
+        peer: Address,
+        writer: ChunkWriter,
+        now: float,
+        config: ReceiverConfig = ReceiverConfig(),
+    ) -> None:
+        if not pk.MIN_CHUNK_SIZE <= offer.chunk_size <= pk.MAX_CHUNK_SIZE:
+            raise ValueError("chunk size out of range")
+        self.transfer_id = offer.transfer_id
+        self.offer = offer
+        self.peer = peer
+        self.state = ReceiverState.RECEIVING
+        self.duplicates = 0
+        self.dropped_window = 0
+        self.dropped_wrong_peer = 0
+        self.dropped_malformed = 0
+        self.acks_sent = 0
+        self._config = config
+        self._chunk = offer.chunk_size
+        self._size = offer.size
+        self._total = (offer.size + self._chunk - 1) // self._chunk
+        self._last_len = offer.size - (self._total - 1) * self._chunk if self._total else 0
+        self.window = min(max(config.window_bytes // self._chunk, 16), 65536)
+        self._writer = writer
+        self._sha = hashlib.sha256()
+        self._events: deque[TransferEventCore] = deque()
+        self._buffer: dict[int, bytes] = {}
+        self._above = RangeSet()
+        self._cum = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._written = 0
+        self._last_heard = now
+        self._echo = offer.timestamp
+        self._echo_time = now
+        self._accept_due = True
+        self._ack_due = False
+        self._done_due = False
+        self._saved_name = ""
+        self._linger_deadline: float | None = None
+        self._outbox: list[bytes] = []
+        self._check_complete()
+
+    # -- public surface ---------------------------------------------------------------------
+
+    @property
+    def received_bytes(self) -> int:
+        return self._written + self._pending_bytes
+
+    @property
+    def finished(self) -> bool:
+        if self.state is ReceiverState.FAILED:
+            return not self._outbox
+        return self.state is ReceiverState.DONE and self._linger_deadline is None
+
+    def next_event(self) -> TransferEventCore | None:
+        return self._events.popleft() if self._events else None
+
+    def confirm_saved(self, saved_name: str, now: float) -> None:
+        """The adapter fsynced and renamed the file: tell the sender."""
+        if self.state is not ReceiverState.VERIFYING:
+            return
+        self.state = ReceiverState.DONE
+        self._saved_name = saved_name
+        self._done_due = True
+        linger = self._config.linger if self._config.linger is not None else self._config.idle_timeout
+        self._linger_deadline = now + linger
+
+    def abort(self, code: str, message: str) -> None:
+        """Give up locally (disk error, closing); the sender is told with an ABORT."""
+        if self.state in (ReceiverState.DONE, ReceiverState.FAILED):
+            return
+        self._outbox.append(pk.encode_abort(pk.Abort(self.transfer_id, code, message)))
+        self._fail(code, message, by_peer=False)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if addr != self.peer:
+            self.dropped_wrong_peer += 1
+            return
+        try:
+            p = pk.decode(data)
+        except pk.PacketError:
+            self.dropped_malformed += 1
+            return
+        if p.transfer_id != self.transfer_id or self.state is ReceiverState.FAILED:
+            return
+        if isinstance(p, pk.Data):
+            self._on_data(p, now)
+            return
+        self._last_heard = now
+        state = self.state
+        if isinstance(p, pk.Fin):
+            self._echo, self._echo_time = p.timestamp, now
+            if state is ReceiverState.DONE:
+                self._done_due = True
+            else:
+                self._ack_due = True
+        elif isinstance(p, pk.Offer):
+            if state is ReceiverState.RECEIVING:
+                self._echo, self._echo_time = p.timestamp, now
+                self._accept_due = True
+        elif isinstance(p, pk.Close):
+            if state is ReceiverState.DONE and self._linger_deadline is not None:
+                self._linger_deadline = None
+                self._events.append(TransferCompleted(self.transfer_id, self._saved_name))
+        elif isinstance(p, pk.Abort):
+            if state is not ReceiverState.DONE:
+                self._fail(p.code, p.message, by_peer=True)
+        else:
+            self.dropped_malformed += 1  # ACCEPT / ACK / DONE go the other way
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        if self._pending:
+            self._flush()
+        out = self._outbox
+        self._outbox = []
+        if self.state is ReceiverState.FAILED:
+            return out
+        tid = self.transfer_id
+        if self._accept_due:
+            self._accept_due = False
+            out.append(pk.encode_accept(pk.Accept(tid, self._cum + self.window, self._echo)))
+        if self._ack_due and self.state is not ReceiverState.DONE:
+            self._ack_due = False
+            delay = int((now - self._echo_time) * 1e6)
+            ack = pk.Ack(tid, self._cum, self._cum + self.window, self._echo, max(delay, 0), tuple(self._above))
+            out.append(pk.encode_ack(ack))
+            self.acks_sent += 1
+        if self._done_due and self.state is ReceiverState.DONE:
+            self._done_due = False
+            out.append(pk.encode_done(pk.Done(tid, self._saved_name)))
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.state is ReceiverState.FAILED:
+            return None
+        if self.state is ReceiverState.DONE:
+            return self._linger_deadline
+        return self._last_heard + self._config.idle_timeout
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is ReceiverState.DONE:
+            if self._linger_deadline is not None and now >= self._linger_deadline:
+                # The sender never confirmed DONE; the file is saved, so this is still success.
+                self._linger_deadline = None
+                self._events.append(TransferCompleted(self.transfer_id, self._saved_name))
+            return
+        if self.state is not ReceiverState.FAILED and now >= self._last_heard + self._config.idle_timeout:
+            self.abort("timeout", f"sender went silent for {self._config.idle_timeout:g} s")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _fail(self, code: str, message: str, *, by_peer: bool) -> None:
+        self.state = ReceiverState.FAILED
+        self._buffer.clear()
+        self._pending.clear()
+        self._events.append(TransferFailed(self.transfer_id, code, message, by_peer))
+
+    def _on_data(self, p: pk.Data, now: float) -> None:
+        index = p.index
+        payload = p.payload
+        if index >= self._total or len(payload) != (
+            self._chunk if index < self._total - 1 else self._last_len
+        ):
+            self.dropped_malformed += 1
+            return
+        self._last_heard = now
+        self._echo, self._echo_time = p.timestamp, now
+        cum = self._cum
+        if index < cum or index in self._buffer:
+            self.duplicates += 1
+            if self.state is ReceiverState.DONE:
+                self._done_due = True
+            else:
+                self._ack_due = True
+            return
+        self._ack_due = True
+        if index >= cum + self.window:
+            self.dropped_window += 1
+            return
+        if index == cum:
+            self._pending.append(payload)
+            self._pending_bytes += len(payload)
+            cum += 1
+            end = self._above.pop_prefix(cum)
+            if end > cum:
+                buffer = self._buffer
+                for j in range(cum, end):
+                    chunk = buffer.pop(j)
+                    self._pending.append(chunk)
+                    self._pending_bytes += len(chunk)
+                cum = end
+            self._cum = cum
+            if self._pending_bytes >= self._config.write_block or cum == self._total:
+                self._flush()
+        else:
+            self._buffer[index] = payload
+            self._above.add(index, index + 1)
+
+    def _flush(self) -> None:
+        block = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            self._writer.write(block)
+        except OSError as exc:
+            self.abort("io_error", f"receiver cannot write: {exc.strerror or exc}")
+            return
+        self._sha.update(block)
+        self._written += len(block)
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self.state is not ReceiverState.RECEIVING or self._cum < self._total or self._pending:
+            return
+        if self._sha.digest() != self.offer.sha256:
+            self.abort("hash_mismatch", "SHA-256 of the received file does not match the offer")
+            return
+        self.state = ReceiverState.VERIFYING
+        self._ack_due = True
+        self._events.append(DataComplete(self.transfer_id, self._written))

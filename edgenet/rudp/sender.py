@@ -1,0 +1,365 @@
+"""The sending side of one UVF transfer, as a sans-I/O state machine.
+
+States: OFFERING -> SENDING -> FINISHING -> DONE, or FAILED from any of them.
+
+* OFFERING: the OFFER is repeated on the retransmission timer until ACCEPT (or ABORT) arrives.
+* SENDING: chunks go out within min(congestion window, receiver's limit), paced; each ACK
+  (cumulative point + SACK ranges) retires chunks, feeds the RTT estimator and loss detection;
+  lost chunks are resent first. The RTO timer resends the oldest chunk and backs off.
+* FINISHING: every chunk is acknowledged; FIN is repeated on the timer until DONE arrives
+  (the receiver sends DONE only after verifying the SHA-256 and renaming the file).
+* DONE: a CLOSE goes out once; the transfer is finished.
+
+A peer silent for ``idle_timeout`` seconds fails the transfer with code "timeout". The sender
+reads the file through ``ChunkReader`` (the adapter's file, or bytes in tests) and keeps nothing
+but a read-ahead block and per-chunk bookkeeping for the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import packet as pk
+from .congestion import CongestionConfig, CongestionController
+from .events import OfferAccepted, TransferCompleted, TransferEventCore, TransferFailed
+from .rangeset import RangeSet
+from .recovery import RtoConfig, RttEstimator, SentChunks
+
+Address = tuple[object, ...]
+
+
+class ChunkReader(Protocol):
+    def read(self, offset: int, size: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    chunk_size: int = 1400
+    idle_timeout: float = 10.0
+    rto: RtoConfig = field(default_factory=RtoConfig)
+    congestion: CongestionConfig = field(default_factory=CongestionConfig)
+    #: At most this many datagrams per datagrams_to_send() call (bounds one burst).
+    max_datagrams_per_call: int = 256
+    #: Sequential read-ahead from the file, in bytes (one block held in memory).
+    read_block: int = 256 * 1024
+
+
+class SenderState(enum.Enum):
+    OFFERING = "offering"
+    SENDING = "sending"
+    FINISHING = "finishing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        transfer_id: int,
+        peer: Address,
+        sender_name: str,
+        filename: str,
+        size: int,
+        sha256: bytes,
+        reader: ChunkReader,
+        now: float,
+        config: SenderConfig = SenderConfig(),
+    ) -> None:
+        if not pk.MIN_CHUNK_SIZE <= config.chunk_size <= pk.MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size must be in [{pk.MIN_CHUNK_SIZE}, {pk.MAX_CHUNK_SIZE}]")
+        self.transfer_id = transfer_id
+        self.peer = peer
+        self.size = size
+        self.state = SenderState.OFFERING
+        self.retransmissions = 0
+        self.datagrams_sent = 0
+        self.dropped_wrong_peer = 0
+        self.dropped_malformed = 0
+        self._config = config
+        self._chunk = config.chunk_size
+        self._total = (size + self._chunk - 1) // self._chunk
+        self._reader = reader
+        self._epoch = now
+        self._offer = pk.Offer(transfer_id, size, self._chunk, sha256, sender_name, filename, 0)
+        self._events: deque[TransferEventCore] = deque()
+        self.rtt = RttEstimator(config.rto)
+        self.cc = CongestionController(config.congestion)
+        self._sent = SentChunks()
+        self._acked = RangeSet()  # acknowledged chunks at or above the cumulative point
+        self._cum = 0  # every chunk below this is acknowledged
+        self._acked_count = 0
+        self._lost: deque[int] = deque()
+        self._lost_set: set[int] = set()
+        self._resent_at: dict[int, float] = {}  # chunk -> last resend time, until acknowledged
+        self._next_new = 0
+        self._pn = 0
+        self._peer_limit = 0
+        self._last_echo = -1
+        self._last_heard = now
+        self._deadline: float | None = now  # offer / FIN retransmission; None while SENDING
+        self._due = True  # an OFFER or FIN is due now
+        self._rto_deadline: float | None = None
+        self._loss_time: float | None = None
+        self._pace_time: float | None = None
+        self._outbox: list[bytes] = []  # ABORT / CLOSE waiting for datagrams_to_send
+        self._block_first = 0
+        self._block = memoryview(b"")
+        self._block_chunks = 0
+        self._header_prefix = pk.HEADER.pack(pk.MAGIC, pk.VERSION, pk.PacketType.DATA, transfer_id)
+
+    # -- public surface ---------------------------------------------------------------------
+
+    @property
+    def total_chunks(self) -> int:
+        return self._total
+
+    @property
+    def acked_bytes(self) -> int:
+        if self._acked_count >= self._total:
+            return self.size
+        return self._acked_count * self._chunk
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SenderState.DONE, SenderState.FAILED) and not self._outbox
+
+    def next_event(self) -> TransferEventCore | None:
+        return self._events.popleft() if self._events else None
+
+    def abort(self, code: str, message: str) -> None:
+        """Give up locally (cancelled, closing); the peer is told with an ABORT."""
+        if self.state in (SenderState.DONE, SenderState.FAILED):
+            return
+        self._outbox.append(pk.encode_abort(pk.Abort(self.transfer_id, code, message)))
+        self._fail(code, message, by_peer=False)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if addr != self.peer:
+            self.dropped_wrong_peer += 1
+            return
+        try:
+            p = pk.decode(data)
+        except pk.PacketError:
+            self.dropped_malformed += 1
+            return
+        if p.transfer_id != self.transfer_id:
+            self.dropped_malformed += 1
+            return
+        if self.state in (SenderState.DONE, SenderState.FAILED):
+            return
+        self._last_heard = now
+        if isinstance(p, pk.Ack):
+            if self.state is not SenderState.OFFERING:
+                self._on_ack(p, now)
+        elif isinstance(p, pk.Accept):
+            if self.state is SenderState.OFFERING:
+                self._rtt_sample(p.timestamp_echo, 0, now)
+                self._peer_limit = min(p.limit, self._total)
+                self.state = SenderState.SENDING
+                self._deadline = None
+                self._due = False
+                self._events.append(OfferAccepted(self.transfer_id))
+                self._maybe_finishing(now)
+        elif isinstance(p, pk.Done):
+            self.state = SenderState.DONE
+            self._outbox.append(pk.encode_close(pk.Close(self.transfer_id)))
+            self._events.append(TransferCompleted(self.transfer_id, p.saved_name))
+        elif isinstance(p, pk.Abort):
+            self._fail(p.code, p.message, by_peer=True)
+        else:
+            self.dropped_malformed += 1  # OFFER / DATA / FIN / CLOSE go the other way
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        out = self._outbox
+        self._outbox = []
+        state = self.state
+        if state is SenderState.SENDING:
+            self._send_data(now, out)
+        elif state in (SenderState.OFFERING, SenderState.FINISHING) and self._due:
+            self._due = False
+            ts = self._timestamp(now)
+            if state is SenderState.OFFERING:
+                out.append(pk.encode_offer(dataclasses.replace(self._offer, timestamp=ts)))
+            else:
+                out.append(pk.encode_fin(pk.Fin(self.transfer_id, ts)))
+            self._deadline = now + self.rtt.rto
+        self.datagrams_sent += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.state in (SenderState.DONE, SenderState.FAILED):
+            return None
+        deadlines = [self._last_heard + self._config.idle_timeout]
+        for t in (self._deadline, self._rto_deadline, self._loss_time, self._pace_time):
+            if t is not None:
+                deadlines.append(t)
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        if self.state in (SenderState.DONE, SenderState.FAILED):
+            return
+        if now >= self._last_heard + self._config.idle_timeout:
+            idle = self._config.idle_timeout
+            what = "did not answer the offer" if self.state is SenderState.OFFERING else "went silent"
+            self.abort("timeout", f"peer {what} for {idle:g} s")
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._due = True
+            self.rtt.on_timeout()
+            self._deadline = None
+        if self._pace_time is not None and now >= self._pace_time:
+            self._pace_time = None
+        if self._loss_time is not None and now >= self._loss_time:
+            self._loss_time = None
+            self._detect_lost(now)
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            oldest = self._sent.pop_oldest()
+            if oldest is not None:
+                self._mark_lost([oldest])
+            self.rtt.on_timeout()
+            self.cc.on_timeout()
+            self._rto_deadline = now + self.rtt.rto if len(self._sent) or self._lost else None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _timestamp(self, now: float) -> int:
+        return int((now - self._epoch) * 1e6) & pk.U32
+
+    def _fail(self, code: str, message: str, *, by_peer: bool) -> None:
+        self.state = SenderState.FAILED
+        self._events.append(TransferFailed(self.transfer_id, code, message, by_peer))
+
+    def _rtt_sample(self, echo: int, delay_us: int, now: float) -> None:
+        if echo == self._last_echo:
+            return
+        self._last_echo = echo
+        elapsed = (self._timestamp(now) - echo) & pk.U32
+        if elapsed < 60_000_000:  # anything larger is a stale or forged echo
+            self.rtt.on_sample(max(elapsed - min(delay_us, elapsed), 1) / 1e6)
+
+    def _on_ack(self, ack: pk.Ack, now: float) -> None:
+        top = self._next_new  # nothing at or above this was ever sent
+        newly: list[tuple[int, int]] = []
+        cumulative = min(ack.cumulative, top)
+        if cumulative > self._cum:
+            newly += self._acked.add(self._cum, cumulative)
+            self._acked.remove_below(cumulative)
+            self._cum = cumulative
+        for start, end in ack.ranges:
+            if start >= top:
+                break
+            newly += self._acked.add(max(start, self._cum), min(end, top))
+        if ack.limit > self._peer_limit:
+            self._peer_limit = min(ack.limit, self._total)
+        count = 0
+        sent, lost_set = self._sent, self._lost_set
+        spurious = False
+        resent_at = self._resent_at
+        for start, end in newly:
+            for index in range(start, end):
+                resent = resent_at.pop(index, None) if resent_at else None
+                if sent.on_acked(index) is None and index in lost_set:
+                    lost_set.discard(index)  # declared lost, not yet resent, yet it arrived
+                    spurious = True
+                elif resent is not None and now - resent < 0.5 * (self.rtt.min_rtt or 0.0):
+                    # Acknowledged sooner after the resend than any round trip: the original
+                    # copy arrived, so the "loss" was reordering.
+                    spurious = True
+            count += end - start
+        if spurious:
+            sent.on_spurious_loss()
+        if count:
+            self._acked_count += count
+            self._rtt_sample(ack.timestamp_echo, ack.ack_delay_us, now)
+            self.rtt.on_progress()
+            self._detect_lost(now)
+            self.cc.on_acked(count, sent.largest_acked_pn, self._pn)
+            self._rto_deadline = now + self.rtt.rto if len(sent) else None
+        self._maybe_finishing(now)
+
+    def _maybe_finishing(self, now: float) -> None:
+        if self.state is SenderState.SENDING and self._acked_count >= self._total:
+            self.state = SenderState.FINISHING
+            self._rto_deadline = self._loss_time = self._pace_time = None
+            self._due = True
+            self._deadline = now
+
+    def _detect_lost(self, now: float) -> None:
+        lost, self._loss_time = self._sent.detect_lost(now, self.rtt)
+        if lost:
+            self._mark_lost(lost)
+
+    def _mark_lost(self, indexes: list[int]) -> None:
+        for index in indexes:
+            if index not in self._lost_set:
+                self._lost_set.add(index)
+                self._lost.append(index)
+        self.cc.on_lost(len(indexes))
+
+    def _chunk_bytes(self, index: int) -> bytes | memoryview:
+        offset = index * self._chunk
+        length = min(self._chunk, self.size - offset)
+        rel = index - self._block_first
+        if 0 <= rel < self._block_chunks:
+            start = rel * self._chunk
+            return self._block[start : start + length]
+        if index == self._next_new:
+            per_block = max(1, self._config.read_block // self._chunk)
+            block = self._reader.read(offset, min(per_block * self._chunk, self.size - offset))
+            self._block = memoryview(block)
+            self._block_first = index
+            self._block_chunks = (len(block) + self._chunk - 1) // self._chunk
+            return self._block[:length]
+        return self._reader.read(offset, length)
+
+    def _send_data(self, now: float, out: list[bytes]) -> None:
+        srtt = self.rtt.smoothed(0.1)
+        budget = min(self.cc.send_budget(now, srtt), self._config.max_datagrams_per_call)
+        room = self.cc.window - len(self._sent)
+        n = min(budget, room)
+        sent = self._sent
+        prefix = self._header_prefix
+        pack = _SEQ_TS.pack
+        ts = self._timestamp(now)
+        count = 0
+        lost, lost_set = self._lost, self._lost_set
+        while count < n and lost:
+            index = lost.popleft()
+            if index not in lost_set:
+                continue  # acknowledged after all
+            lost_set.discard(index)
+            self._resent_at[index] = now
+            out.append(prefix + pack(index, ts) + self._chunk_bytes(index))
+            sent.on_sent(index, self._pn, now)
+            self._pn += 1
+            count += 1
+            self.retransmissions += 1
+        limit = min(self._total, self._peer_limit)
+        while count < n and self._next_new < limit:
+            index = self._next_new
+            out.append(prefix + pack(index, ts) + self._chunk_bytes(index))
+            self._next_new = index + 1
+            sent.on_sent(index, self._pn, now)
+            self._pn += 1
+            count += 1
+        more = bool(lost) or self._next_new < limit
+        if count:
+            self.cc.on_sent(count)
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self.rtt.rto
+        if more and count >= room:
+            self.cc.on_window_limited()
+            self._pace_time = None  # the next ACK opens the window
+        elif more:
+            self._pace_time = max(self.cc.next_send_time(now), now + 1e-4)
+        else:
+            self._pace_time = None
+
+
+_SEQ_TS = struct.Struct("!II")  # the part of the DATA header after the fixed prefix
