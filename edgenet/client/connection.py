@@ -311,7 +311,7 @@ class ServerConnection:
             msg = fields.get("message")
             if not isinstance(msg, str) or not msg:
                 msg = _NOTICE_FALLBACK.get(str(fields.get("kind")), SERVER_CLOSED)
-            log.warning("server_notice", kind=fields.get("kind"), notice=msg)
+            log.info("server_notice", kind=fields.get("kind"), notice=msg)
             self._close(" ".join(msg.splitlines()))
         elif kind == "hello" and "hello" in self._waiters:
             self._resolve("hello", fields)

@@ -30,6 +30,17 @@ SLICE: Final = 65_536
 _TEXT: Final = tuple(str(v) for v in range(MIN_SAMPLE, MAX_SAMPLE + 1))
 
 
+def _file_mode() -> int:
+    # mkstemp makes 0600 files; a data file gets the usual 0666 & ~umask instead.
+    # (Read once, at import: os.umask can only be read by setting it.)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE: Final = _file_mode()
+
+
 def data_file_name(device: str, file_id: int) -> str:
     """``<device>-<fileID>.txt``, the fileID in plain decimal (``007`` is ``7``)."""
     return f"{device}-{int(file_id)}.txt"
@@ -48,6 +59,8 @@ def write_data_file(path: Path, amount: int, rng: random.Random | None = None) -
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
+            if hasattr(os, "fchmod"):
+                os.fchmod(out.fileno(), _MODE)
             left = amount
             while left:
                 n = min(left, SLICE)
