@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final
 
 from edgenet.wire.messages import MAX_FILE_ID, MAX_NAME, OPERATIONS
 
@@ -77,7 +77,8 @@ class Logout:
     """OUT"""
 
 
-Command = Union[GenerateData, UploadData, ComputeStat, DeleteData, ListDevices, SendFile, Logout]
+Command = (GenerateData | UploadData | ComputeStat | DeleteData | ListDevices | SendFile
+           | Logout)
 
 _KNOWN: Final = ("EDG", "UED", "SCS", "DTE", "AED", "UVF", "OUT")
 _USAGE: Final = {
@@ -165,7 +166,7 @@ def _parse_edg(args: list[str]) -> GenerateData | CommandError:
 
 
 def _parse_file_command(cmd: str, args: list[str], missing: str,
-                        kind: type[UploadData] | type[DeleteData]) -> Command | CommandError:
+                        kind: type[UploadData | DeleteData]) -> Command | CommandError:
     if not args:
         return CommandError(missing)
     if len(args) > 1:

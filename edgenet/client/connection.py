@@ -174,7 +174,7 @@ class ServerConnection:
         fut = self._waiter("hello")
         await self._send({"type": "hello", "version": PROTOCOL_VERSION,
                           "agent": f"edgenet-client/{__version__}"})
-        fields = await self._wait(fut, REPLY_TIMEOUT)
+        fields = await self._wait(fut, CONNECT_TIMEOUT)
         if fields.get("type") == "error":
             raise ConnectFailed(Reply(fields).message)
         version = fields.get("version")
@@ -199,7 +199,8 @@ class ServerConnection:
         """Stream ``path`` as the body of one ``upload`` frame. No timeout while the body
         is on the wire; ``timeout`` for the reply after it. Raises OSError if the file
         cannot be opened (nothing sent then), ServerGone or ReplyTimeout."""
-        with open(path, "rb") as src:
+        # A local open is quick; the reads that follow are bounded by MAX_CHUNK each.
+        with open(path, "rb") as src:  # noqa: ASYNC230
             size = os.fstat(src.fileno()).st_size
             self._check_open()
             rid = self._take_id()
@@ -262,9 +263,9 @@ class ServerConnection:
 
     async def _wait(self, fut: asyncio.Future[dict[str, Any]], timeout: float | None
                     ) -> dict[str, Any]:
+        waits: set[asyncio.Future[Any]] = {fut, self.closed}
         try:
-            await asyncio.wait({fut, self.closed}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for key, waiter in list(self._waiters.items()):
                 if waiter is fut and not fut.done():
@@ -357,10 +358,7 @@ class ServerConnection:
     async def close(self) -> None:
         self._close(SERVER_CLOSED)
         self._read_task.cancel()
-        try:
-            await self._read_task
-        except (asyncio.CancelledError, Exception):
-            pass
+        await asyncio.wait({self._read_task})
         self._writer.close()
         try:
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)

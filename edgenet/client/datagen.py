@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -46,10 +47,16 @@ def data_file_name(device: str, file_id: int) -> str:
     return f"{device}-{int(file_id)}.txt"
 
 
-def write_data_file(path: Path, amount: int, rng: random.Random | None = None) -> int:
+class GenerationStopped(Exception):
+    """``stop`` was set: nothing was written under the real name."""
+
+
+def write_data_file(path: Path, amount: int, rng: random.Random | None = None,
+                    stop: threading.Event | None = None) -> int:
     """Write ``amount`` random samples to ``path`` (replacing it). Returns the bytes written.
 
-    Raises OSError when the folder cannot be written.
+    Raises OSError when the folder cannot be written, GenerationStopped when
+    ``stop`` is set (checked between slices, so within milliseconds).
     """
     if amount < 0:
         raise ValueError("amount must be non-negative")
@@ -63,6 +70,8 @@ def write_data_file(path: Path, amount: int, rng: random.Random | None = None) -
                 os.fchmod(out.fileno(), _MODE)
             left = amount
             while left:
+                if stop is not None and stop.is_set():
+                    raise GenerationStopped(f"generation of {path.name} stopped")
                 n = min(left, SLICE)
                 data = ("\n".join(choices(_TEXT, k=n)) + "\n").encode("ascii")
                 out.write(data)

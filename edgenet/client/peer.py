@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 #: Asks the server where a device listens: returns the ``lookup`` reply fields
 #: (``name``, ``ip``, ``udp_port``) or raises LookupFailed.

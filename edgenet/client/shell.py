@@ -19,8 +19,9 @@ import queue
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import structlog
 
@@ -39,6 +40,7 @@ from edgenet.logconfig import configure_logging
 from edgenet.wire.messages import MAX_PASSWORD
 
 log = structlog.get_logger("edgenet.client")
+T = TypeVar("T")
 
 PROMPT = "> "
 LOGOUT_TIMEOUT = 5.0
@@ -128,6 +130,13 @@ class Shell:
         self._mid_line = False  # a prompt is shown and the user has not answered yet
 
     # --- output ------------------------------------------------------------
+
+    def end_line(self, force: bool = False) -> None:
+        """Leave the cursor at the start of a line (after an unanswered prompt)."""
+        if self._mid_line or force:
+            self.out.write("\n")
+            self.out.flush()
+            self._mid_line = False
 
     def say(self, line: str) -> None:
         if self._mid_line:
@@ -303,10 +312,10 @@ class Shell:
     async def _generate(self, cmd: c.GenerateData) -> None:
         assert self.name is not None
         path = self.config.data_dir / data_file_name(self.name, cmd.file_id)
-        loop = asyncio.get_running_loop()
         try:
-            # Off the loop: a large amount takes seconds, and pings must still be answered.
-            await loop.run_in_executor(None, write_data_file, path, cmd.amount)
+            # Off the loop (a large amount takes seconds and pings must still be
+            # answered), on a daemon thread that Ctrl-C can stop and never waits for.
+            await _in_thread(write_data_file, path, cmd.amount)
         except OSError as exc:
             self.say(f"cannot write {path}: {(exc.strerror or str(exc)).lower()}")
             return
@@ -339,6 +348,39 @@ class Shell:
             self.link.close()
 
 
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args, stop=event)`` on a daemon thread. If the caller is cancelled,
+    set ``stop`` and give the thread a moment to clean up before re-raising."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+    stop = threading.Event()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args, stop=stop))
+        except Exception as exc:  # noqa: BLE001 (handed to the awaiting task, which decides)
+            outcome = (False, exc)
+        with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=work, name="edgenet-worker", daemon=True).start()
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait({fut}, timeout=2.0)
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # retrieved: the stop is expected, not worth a warning
+        raise
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -366,9 +408,9 @@ async def _main(shell: Shell) -> int:
         if not interrupted:
             raise
         await shell.logout_quietly()
-        if shell._mid_line:
-            shell.out.write("\n")
-            shell.out.flush()
+        # The terminal echoed "^C" where the cursor was; the next shell prompt
+        # belongs on a line of its own.
+        shell.end_line(force=shell.lines.interactive)
         return EXIT_INTERRUPTED
     finally:
         if handler:
