@@ -101,3 +101,41 @@ def test_client_udp_port_taken(tmp_path: Path, server_process) -> None:  # type:
     assert p.returncode != 0
     assert "Traceback" not in p.stdout + p.stderr
     assert f"UDP port {udp} is already in use" in p.stdout + p.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "edgenet"
+    if not script.exists():
+        pytest.skip("not installed as a package (no console script next to the interpreter)")
+    p = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0 and p.stdout.strip() == f"edgenet {__version__}"
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
+def test_ipv6_server_and_client(tmp_path: Path, credentials_file: Path) -> None:
+    from tests.conftest import ServerProcess, server_argv
+
+    data = tmp_path / "server"
+    data.mkdir()
+    server = ServerProcess(server_argv() + ["server", "0", "3", "--host", "::1", "--credentials",
+                                            str(credentials_file), "--data-dir", str(data),
+                                            "--log-format", "json", "--no-admin"], data)
+    try:
+        p = subprocess.run([sys.executable, "-m", "edgenet", "client", "::1", str(server.port), "0",
+                            "--data-dir", str(tmp_path)], input="alpha\nalphapass\nAED\nOUT\n",
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "no other active edge devices" in p.stdout
+        ready = next(e for e in server.read_events() if e["event"] == "server_ready")
+        assert ready["host"] == "::1"
+    finally:
+        server.stop()
