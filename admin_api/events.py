@@ -1,0 +1,197 @@
+"""Recent server events for the admin API: a structlog processor feeding a ring buffer.
+
+``EventBuffer`` is put in the structlog chain (``configure_logging(extra_processors=
+[buffer])``). Each event the server logs is copied, made JSON-safe and stripped of
+secrets, kept in a bounded ring buffer, handed to listeners (the Prometheus
+metrics) and pushed to live subscribers (the SSE stream). The event dict itself
+passes on unchanged, so rendering is not affected, and nothing here ever raises
+into the logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+#: Events kept for ``GET /api/v1/events``.
+DEFAULT_CAPACITY = 2000
+#: Events queued for one slow SSE subscriber before it is cut off.
+SUBSCRIBER_QUEUE = 1000
+#: Live SSE subscribers at once.
+MAX_SUBSCRIBERS = 32
+#: Longest string value kept in an event (longer ones are cut).
+MAX_VALUE_CHARS = 2000
+
+#: Keys never copied out of an event, whatever logged them.
+_SECRET_KEYS = frozenset({"password", "passwd", "token", "admin_token", "secret",
+                          "authorization", "credentials_text"})
+#: Keys structlog uses internally that hold objects, not data.
+_DROPPED_KEYS = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Subscriber:
+    """One live stream: a bounded queue, and whether it fell behind."""
+
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE))
+    #: Why the stream must end ("lagged", "shutdown"), or None while it runs.
+    ended: str | None = None
+
+
+def _safe(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of a logged value (bounded in depth and size)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "..."
+    if depth < 3 and isinstance(value, (list, tuple)):
+        return [_safe(v, depth + 1) for v in list(value)[:100]]
+    if depth < 3 and isinstance(value, dict):
+        return {str(k): _safe(v, depth + 1) for k, v in list(value.items())[:100]
+                if str(k).lower() not in _SECRET_KEYS}
+    return _safe(str(value), depth)
+
+
+class EventBuffer:
+    """The last ``capacity`` events, with a sequence number each, and live subscribers.
+
+    A structlog processor: call it as ``buffer(logger, method_name, event_dict)``.
+    Events logged from another thread are recorded under a lock; subscribers,
+    which live on the event loop, are fed through ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_subscribers: int = MAX_SUBSCRIBERS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.capacity = capacity
+        self.max_subscribers = max_subscribers
+        self.clock = clock
+        self._events: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.listeners: list[Listener] = []
+        self._subscribers: set[Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        #: Events a listener failed on (a bug of ours; counted, never raised into logging).
+        self.listener_errors = 0
+
+    # -- the structlog processor -----------------------------------------------
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        try:
+            self.record(event_dict)
+        except Exception:  # logging must never fail because of the admin API
+            self.listener_errors += 1
+        return event_dict
+
+    def record(self, event_dict: dict[str, Any]) -> dict[str, Any]:
+        entry: dict[str, Any] = {}
+        for key, value in event_dict.items():
+            k = str(key)
+            if k.lower() in _SECRET_KEYS or k in _DROPPED_KEYS:
+                continue
+            entry[k] = _safe(value)
+        if event_dict.get("exc_info"):
+            entry["exception"] = True
+        entry.setdefault("event", "")
+        entry.setdefault("level", "info")
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            entry["ts"] = self.clock()
+            self._events.append(entry)
+        for listener in list(self.listeners):
+            try:
+                listener(entry)
+            except Exception:
+                self.listener_errors += 1
+        if self._subscribers:
+            self._publish(entry)
+        return entry
+
+    # -- readers ----------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def newest_first(self, before: int | None = None) -> Iterator[dict[str, Any]]:
+        """Events newest first, only those with ``seq < before`` when given."""
+        with self._lock:
+            snapshot = list(self._events)
+        for entry in reversed(snapshot):
+            if before is None or entry["seq"] < before:
+                yield entry
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        """Events with ``seq > seq``, oldest first (an SSE client resuming)."""
+        with self._lock:
+            return [e for e in self._events if e["seq"] > seq]
+
+    # -- live subscribers -----------------------------------------------------------
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def subscribe(self) -> Subscriber | None:
+        """A new subscriber, or None when ``max_subscribers`` are already streaming."""
+        if len(self._subscribers) >= self.max_subscribers:
+            return None
+        if self._loop is None:
+            self.bind_loop(asyncio.get_running_loop())
+        sub = Subscriber()
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    def close_subscribers(self) -> None:
+        """End every stream (server shutdown)."""
+        for sub in list(self._subscribers):
+            sub.ended = sub.ended or "shutdown"
+            self._offer(sub, None)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def _publish(self, entry: dict[str, Any]) -> None:
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._fan_out(entry)
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fan_out, entry)
+
+    def _fan_out(self, entry: dict[str, Any]) -> None:
+        for sub in list(self._subscribers):
+            self._offer(sub, entry)
+
+    @staticmethod
+    def _offer(sub: Subscriber, entry: dict[str, Any] | None) -> None:
+        try:
+            sub.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            # A reader that cannot keep up is cut off rather than buffered without end.
+            sub.ended = sub.ended or "lagged"
+
+
+def matches(entry: dict[str, Any], device: str | None, events: frozenset[str] | None,
+            since: float | None = None) -> bool:
+    """Whether an event passes the API's filters."""
+    if device is not None and entry.get("device") != device:
+        return False
+    if events is not None and entry.get("event") not in events:
+        return False
+    if since is not None and float(entry.get("ts", 0.0)) < since:
+        return False
+    return True

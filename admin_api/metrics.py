@@ -1,0 +1,121 @@
+"""Prometheus metrics of the server, in a private registry.
+
+Counters are fed from the server's own structlog events (``observe`` is an
+``EventBuffer`` listener), so the device protocol code carries no metrics calls.
+Gauges of current state (devices connected, names blocked) read the server's
+in-memory state when scraped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from edgenet.server.app import EdgeServer
+
+#: Seconds; device commands run from well under a millisecond (AED) to seconds (big UED).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0)
+#: Commands counted by name; anything else is counted as "other" (bounded label values).
+KNOWN_COMMANDS = frozenset({"UED", "SCS", "DTE", "AED", "UVF"})
+_DISCONNECT_EVENTS = {"logout": "logout", "disconnect": "disconnect",
+                      "heartbeat_timeout": "heartbeat_timeout", "takeover": "takeover"}
+
+
+class ServerMetrics:
+    """The metrics of one EdgeServer, exposed by ``GET /metrics``."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        self.server = server
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Gauge("edgenet_devices_connected", "Devices logged in now",
+              registry=r).set_function(lambda: len(server.devices))
+        Gauge("edgenet_connections_open", "TCP connections open now (logged in or not)",
+              registry=r).set_function(lambda: len(server.connections))
+        Gauge("edgenet_device_names_blocked", "Device names blocked now after failed logins",
+              registry=r).set_function(self._blocked_now)
+        Gauge("edgenet_start_time_seconds", "When the server started (Unix time)",
+              registry=r).set(server.started_at)
+        self.logins = Counter("edgenet_logins", "Login attempts by outcome "
+                              "(ok, failed, refused_blocked)", ["outcome"], registry=r)
+        for outcome in ("ok", "failed", "refused_blocked"):
+            self.logins.labels(outcome)
+        self.blocks = Counter("edgenet_blocks", "Device names blocked after too many failures",
+                              registry=r)
+        self.commands = Counter("edgenet_commands", "Device commands served, by name and outcome",
+                                ["command", "outcome"], registry=r)
+        self.latency = Histogram("edgenet_command_duration_seconds",
+                                 "Time to serve a device command, by name", ["command"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        for name in sorted(KNOWN_COMMANDS):
+            self.latency.labels(name)
+        self.uploaded_bytes = Counter("edgenet_uploaded_bytes", "Bytes of data files stored",
+                                      registry=r)
+        self.uploaded_samples = Counter("edgenet_uploaded_samples",
+                                        "Samples (lines) of data files stored", registry=r)
+        self.uploads = Counter("edgenet_uploads", "Data files stored (UED)", registry=r)
+        self.deletions = Counter("edgenet_deletions", "Data files deleted (DTE)", registry=r)
+        # The server only brokers UDP transfers (UVF looks the peer up); the bytes go
+        # device to device, so what is known here is how many transfers were set up.
+        self.udp_transfers = Counter("edgenet_udp_transfers",
+                                     "Peer-to-peer UDP transfers set up through the server "
+                                     "(UVF lookups), by outcome", ["outcome"], registry=r)
+        self.sessions_ended = Counter("edgenet_sessions_ended",
+                                      "Device sessions ended, by reason", ["reason"], registry=r)
+        self.protocol_errors = Counter("edgenet_protocol_errors",
+                                       "Connections closed for breaking the protocol", registry=r)
+
+    def _blocked_now(self) -> float:
+        now = self.server.clock()
+        return float(sum(1 for e in self.server.lockouts.snapshot(now)
+                         if e.blocked_until is not None and e.blocked_until > now))
+
+    def observe(self, entry: dict[str, Any]) -> None:
+        """Count one server event (an EventBuffer listener)."""
+        name = entry.get("event")
+        if name == "login":
+            self.logins.labels("ok").inc()
+        elif name == "login_failed":
+            self.logins.labels("failed").inc()
+        elif name == "device_blocked":
+            self.logins.labels("failed").inc()
+            self.blocks.inc()
+        elif name == "login_refused_blocked":
+            self.logins.labels("refused_blocked").inc()
+        elif name == "command":
+            self._command(entry)
+        elif name == "upload":
+            self.uploads.inc()
+            self.uploaded_bytes.inc(_number(entry.get("bytes")))
+            self.uploaded_samples.inc(_number(entry.get("samples")))
+        elif name == "delete":
+            self.deletions.inc()
+        elif name == "protocol_error":
+            self.protocol_errors.inc()
+        if name in _DISCONNECT_EVENTS:
+            reason = _DISCONNECT_EVENTS[str(name)]
+            if name == "disconnect" and entry.get("reason") == "admin":
+                reason = "admin"
+            self.sessions_ended.labels(reason).inc()
+
+    def _command(self, entry: dict[str, Any]) -> None:
+        command = str(entry.get("command"))
+        if command not in KNOWN_COMMANDS:
+            command = "other"
+        outcome = str(entry.get("outcome", "unknown"))[:32]
+        self.commands.labels(command, outcome).inc()
+        self.latency.labels(command).observe(_number(entry.get("duration_ms")) / 1000.0)
+        if command == "UVF":
+            self.udp_transfers.labels("ok" if outcome == "ok" else "refused").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return 0.0
+    return float(value)

@@ -1,0 +1,299 @@
+"""Handlers of the admin API. They read and change the server's in-memory state
+objects through their methods, on the event loop, without blocking I/O: no file
+is read per request (the page and the OpenAPI document are loaded once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import structlog
+from aiohttp import web
+
+from admin_api import query as q
+from admin_api.errors import ApiError, json_response
+from admin_api.events import EventBuffer, matches
+from admin_api.metrics import ServerMetrics
+from edgenet.server.logs import FileLog, FileRecord
+from edgenet.server.state import ActiveDevice, LockoutEntry
+
+if TYPE_CHECKING:
+    from edgenet.server.app import EdgeServer
+
+log = structlog.get_logger("edgenet.admin")
+
+#: Seconds between SSE keep-alive comments (proxies drop silent streams).
+SSE_KEEPALIVE = 15.0
+
+
+@dataclass
+class AdminContext:
+    """What the handlers need; one per admin app."""
+
+    server: EdgeServer
+    events: EventBuffer
+    metrics: ServerMetrics
+    openapi: bytes
+    page: bytes
+    page_csp: str
+    keepalive: float = SSE_KEEPALIVE
+
+
+CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
+
+
+def _ctx(request: web.Request) -> AdminContext:
+    return request.app[CONTEXT]
+
+
+# -- representations ------------------------------------------------------------
+
+
+def device_json(d: ActiveDevice) -> dict[str, Any]:
+    return {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, **q.times("since", d.since),
+            "session_id": d.session_id, "commands": d.commands,
+            "bytes_uploaded": d.bytes_uploaded}
+
+
+def lockout_json(e: LockoutEntry, now: float, max_attempts: int) -> dict[str, Any]:
+    blocked = e.blocked_until is not None and e.blocked_until > now
+    out: dict[str, Any] = {"name": e.name, "failures": e.failures, "blocked": blocked,
+                           "attempts_left": max(0, max_attempts - e.failures),
+                           "blocked_until": None, "blocked_until_text": None,
+                           "blocked_until_epoch": None, "seconds_left": 0.0}
+    if blocked and e.blocked_until is not None:
+        out.update(q.times("blocked_until", e.blocked_until))
+        out["seconds_left"] = round(e.blocked_until - now, 1)
+    return out
+
+
+def record_json(r: FileRecord) -> dict[str, Any]:
+    return {"device": r.device, **q.times("time", r.time), "file_id": r.file_id,
+            "samples": r.samples}
+
+
+# -- the page, health, metrics, the OpenAPI document --------------------------------
+
+
+async def index(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    return web.Response(body=ctx.page, content_type="text/html", charset="utf-8", headers={
+        "Content-Security-Policy": ctx.page_csp, "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+        "Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    resp = web.Response(body=_ctx(request).metrics.render())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_ctx(request).openapi, content_type="application/json")
+
+
+# -- devices ---------------------------------------------------------------------
+
+
+def _device_or_404(server: EdgeServer, name: str) -> ActiveDevice:
+    q.name_param(name)
+    dev = server.devices.get(name)
+    if dev is None:
+        raise ApiError(404, "device_not_found", f"device {name[:64]} is not active")
+    return dev
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    limit, offset = q.limit_of(request), q.cursor_of(request, "devices")
+    since = q.since_of(request)
+    # Login order is the order of ``since``: newest first is the reverse.
+    items = [device_json(d) for d in reversed(list(server.devices))
+             if since is None or d.since >= since]
+    page, meta = q.page_by_offset(items, limit, offset, "devices")
+    return json_response({"data": page, "meta": meta})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    dev = _device_or_404(_ctx(request).server, request.match_info["name"])
+    return json_response({"data": device_json(dev)})
+
+
+async def disconnect_device(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    dev = _device_or_404(server, request.match_info["name"])
+    before = device_json(dev)
+    if not server.disconnect_device(dev.name):
+        raise ApiError(404, "device_not_found", f"device {dev.name} is not active")
+    # The active list is already changed; wait for edge-device-log.txt to say so too.
+    await server.device_log.request()
+    return json_response({"data": {**before, "disconnected": True}})
+
+
+# -- lockouts --------------------------------------------------------------------
+
+
+async def list_lockouts(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    limit, offset = q.limit_of(request), q.cursor_of(request, "lockouts")
+    device = q.name_param(request.query.get("device"))
+    now = server.clock()
+    # The tracker keeps names in order of their last failure: newest first is the reverse.
+    items = [lockout_json(e, now, server.lockouts.max_attempts)
+             for e in reversed(server.lockouts.snapshot(now))
+             if device is None or e.name == device]
+    page, meta = q.page_by_offset(items, limit, offset, "lockouts")
+    return json_response({"data": page, "meta": meta})
+
+
+async def lift_lockout(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    name = q.name_param(request.match_info["name"]) or ""
+    now = server.clock()
+    entry = next((e for e in server.lockouts.snapshot(now) if e.name == name), None)
+    if entry is None or not server.lockouts.lift(name):
+        raise ApiError(404, "lockout_not_found",
+                       f"no failed logins or block are recorded for {name}")
+    was = lockout_json(entry, now, server.lockouts.max_attempts)
+    log.info("block_lifted", device=name, failures=entry.failures, was_blocked=was["blocked"],
+             by="admin")
+    return json_response({"data": {**was, "lifted": True}})
+
+
+# -- logs ------------------------------------------------------------------------
+
+
+def _file_log(request: web.Request, log_: FileLog, kind: str) -> web.Response:
+    limit, before = q.limit_of(request), q.cursor_of(request, kind)
+    device = q.name_param(request.query.get("device"))
+    since = q.since_of(request)
+    records = log_.records
+    total = len(records)
+    if before is None or before > total:
+        before = total
+    # Positions count from the oldest record kept in memory; newest first means
+    # walking from ``before - 1`` down.
+    newest: Iterator[FileRecord] = itertools.islice(reversed(records), total - before, None)
+    positioned = ((before - 1 - i, r) for i, r in enumerate(newest)
+                  if (device is None or r.device == device)
+                  and (since is None or r.time >= since))
+    page, meta = q.page_by_position(positioned, limit, kind)
+    return json_response({"data": [record_json(r) for r in page], "meta": meta})
+
+
+async def upload_log(request: web.Request) -> web.Response:
+    return _file_log(request, _ctx(request).server.store.uploads, "uploads")
+
+
+async def deletion_log(request: web.Request) -> web.Response:
+    return _file_log(request, _ctx(request).server.store.deletions, "deletions")
+
+
+async def device_log(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    limit, offset = q.limit_of(request), q.cursor_of(request, "device-log")
+    device = q.name_param(request.query.get("device"))
+    since = q.since_of(request)
+    # The same order and numbering as edge-device-log.txt (login order, seq from 1).
+    items = [{"seq": seq, **q.times("since", d.since), "name": d.name, "ip": d.ip,
+              "udp_port": d.udp_port}
+             for seq, d in enumerate(server.devices, 1)
+             if (device is None or d.name == device) and (since is None or d.since >= since)]
+    page, meta = q.page_by_offset(items, limit, offset, "device-log")
+    return json_response({"data": page, "meta": meta})
+
+
+# -- files -----------------------------------------------------------------------
+
+
+async def list_files(request: web.Request) -> web.Response:
+    server = _ctx(request).server
+    limit, offset = q.limit_of(request), q.cursor_of(request, "files")
+    device = q.name_param(request.query.get("device"))
+    since = q.since_of(request)
+    files = sorted((f for f in server.store.files(device)
+                    if since is None or f.uploaded_at >= since),
+                   key=lambda f: (f.uploaded_at, f.device, f.file_id), reverse=True)
+    items = [{"device": f.device, "file_id": f.file_id, "size": f.size, "samples": f.samples,
+              **q.times("uploaded_at", f.uploaded_at)} for f in files]
+    page, meta = q.page_by_offset(items, limit, offset, "files")
+    return json_response({"data": page, "meta": meta})
+
+
+# -- events ----------------------------------------------------------------------
+
+
+async def list_events(request: web.Request) -> web.Response:
+    events = _ctx(request).events
+    limit, before = q.limit_of(request), q.cursor_of(request, "events")
+    device = q.name_param(request.query.get("device"))
+    names = q.event_names(request)
+    since = q.since_of(request)
+    positioned = ((e["seq"], e) for e in events.newest_first(before)
+                  if matches(e, device, names, since))
+    page, meta = q.page_by_position(positioned, limit, "events")
+    return json_response({"data": page, "meta": meta})
+
+
+def _sse(entry: dict[str, Any]) -> bytes:
+    data = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {entry['seq']}\ndata: {data}\n\n".encode("utf-8")
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every new event (filtered), after a replay of those
+    newer than ``Last-Event-ID`` (or ``after``) still in the ring buffer."""
+    ctx = _ctx(request)
+    device = q.name_param(request.query.get("device"))
+    names = q.event_names(request)
+    raw_after = request.headers.get("Last-Event-ID", request.query.get("after", ""))
+    if raw_after and not raw_after.isdigit():
+        raise ApiError(400, "bad_after", "Last-Event-ID / after must be an event seq")
+    last = int(raw_after) if raw_after else None
+    sub = ctx.events.subscribe()
+    if sub is None:
+        raise ApiError(503, "too_many_streams",
+                       f"at most {ctx.events.max_subscribers} event streams at once",
+                       {"Retry-After": "5"})
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no"})
+    try:
+        await resp.prepare(request)
+        await resp.write(b"retry: 3000\n: connected\n\n")
+        sent = last if last is not None else ctx.events.last_seq
+        if last is not None:
+            for entry in ctx.events.after(last):
+                if matches(entry, device, names):
+                    await resp.write(_sse(entry))
+                sent = entry["seq"]
+        while sub.ended is None:
+            try:
+                entry = await asyncio.wait_for(sub.queue.get(), ctx.keepalive)
+            except asyncio.TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            if entry is None or entry["seq"] <= sent:
+                continue
+            sent = entry["seq"]
+            if matches(entry, device, names):
+                await resp.write(_sse(entry))
+        await resp.write(f"event: end\ndata: {json.dumps({'reason': sub.ended})}\n\n"
+                         .encode("utf-8"))
+    except ConnectionError:
+        pass  # the client went away
+    finally:
+        ctx.events.unsubscribe(sub)
+    return resp
