@@ -197,6 +197,8 @@ class Receiver:
             return None
         if self.state is ReceiverState.DONE:
             return self._linger_deadline
+        if self.state is ReceiverState.VERIFYING:
+            return None  # the data is complete and verified: saving it no longer needs the peer
         return self._last_heard + self._config.idle_timeout
 
     def handle_timer(self, now: float) -> None:
@@ -206,7 +208,7 @@ class Receiver:
                 self._linger_deadline = None
                 self._events.append(TransferCompleted(self.transfer_id, self._saved_name))
             return
-        if self.state is not ReceiverState.FAILED and now >= self._last_heard + self._config.idle_timeout:
+        if self.state is ReceiverState.RECEIVING and now >= self._last_heard + self._config.idle_timeout:
             self.abort("timeout", f"sender went silent for {self._config.idle_timeout:g} s")
 
     # -- internals ------------------------------------------------------------------------------
