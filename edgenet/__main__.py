@@ -119,6 +119,14 @@ def run_server(args: argparse.Namespace) -> int:
                           admin_enabled=not args.no_admin,
                           admin_token=args.admin_token or os.environ.get("EDGENET_ADMIN_TOKEN")
                           or None)
+    events = None
+    if config.admin_enabled:
+        from admin_api import EventBuffer, admin_config_error
+
+        problem = admin_config_error(config.admin_host, config.admin_token)
+        if problem:
+            raise UsageError(f"edgenet: {problem}")
+        events = EventBuffer()
     try:
         credentials = Credentials.load(config.credentials)
     except CredentialsError as exc:
@@ -132,10 +140,11 @@ def run_server(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"edgenet: cannot use data dir {config.data_dir}: {exc.strerror}", file=sys.stderr)
         return 1
-    configure_logging(config.log_format)
+    configure_logging(config.log_format, extra_processors=[events] if events is not None else ())
     import structlog
 
-    from edgenet.server.app import serve
+    from admin_api.app import AdminStartError
+    from edgenet.server.app import EdgeServer, serve
 
     log = structlog.get_logger("edgenet.server")
 
@@ -145,8 +154,17 @@ def run_server(args: argparse.Namespace) -> int:
                  devices_known=len(credentials), max_attempts=attempts,
                  data_dir=str(config.data_dir.resolve()))
 
+    def extra(server: EdgeServer) -> None:
+        if events is not None:
+            from admin_api import install_admin
+
+            install_admin(server, events)
+
     try:
-        return asyncio.run(serve(config, credentials, ready=ready))
+        return asyncio.run(serve(config, credentials, ready=ready, extra=extra))
+    except AdminStartError as exc:
+        print(f"edgenet: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"edgenet: port {port} on {config.host} is already in use", file=sys.stderr)
