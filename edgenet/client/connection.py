@@ -128,7 +128,7 @@ class ServerConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(max_header=MAX_REPLY_HEADER)
         loop = asyncio.get_running_loop()
         #: Resolves to one line for the user when the connection is over.
         self.closed: asyncio.Future[str] = loop.create_future()
@@ -216,7 +216,9 @@ class ServerConnection:
         try:
             self._writer.write(header)
             left = size
-            while left and not fut.done() and not self.closed.done():
+            # An early reply (a refused header) does not stop the body: the server skips
+            # the rest of it and the connection stays usable only if it is all sent.
+            while left and not self.closed.done():
                 chunk = src.read(min(MAX_CHUNK, left))
                 if not chunk:
                     self._close(f"{Path(src.name).name} shrank while it was being uploaded; "
