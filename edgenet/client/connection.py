@@ -23,6 +23,7 @@ import structlog
 from edgenet import __version__
 from edgenet.wire.frames import (
     MAX_CHUNK,
+    MAX_REPLY_HEADER,
     NEED_DATA,
     BodyChunk,
     BodyEnd,
