@@ -18,7 +18,7 @@ from aiohttp import web
 
 from admin_api import views as v
 from admin_api.auth import admin_config_error, auth_middleware
-from admin_api.errors import error_middleware
+from admin_api.errors import body_limit_middleware, error_middleware
 from admin_api.events import EventBuffer
 from admin_api.metrics import ServerMetrics
 
@@ -88,7 +88,8 @@ def create_app(server: EdgeServer, *, token: str | None = None,
     events.listeners.append(metrics.observe)
     files = resources.files("admin_api")
     page = (files / "static" / "index.html").read_bytes()
-    app = web.Application(middlewares=[error_middleware, auth_middleware(token)],
+    app = web.Application(middlewares=[error_middleware, body_limit_middleware(MAX_BODY),
+                                       auth_middleware(token)],
                           client_max_size=MAX_BODY)
     app[v.CONTEXT] = v.AdminContext(server=server, events=events, metrics=metrics,
                                     openapi=(files / "openapi.json").read_bytes(),

@@ -82,3 +82,17 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def body_limit_middleware(max_body: int) -> Any:
+    """Refuse an announced body larger than ``max_body`` before any handler runs
+    (handlers that never read a body would otherwise let it through unread)."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > max_body:
+            raise ApiError(413, "payload_too_large",
+                           f"request bodies are limited to {max_body} bytes")
+        return await handler(request)
+
+    return limit

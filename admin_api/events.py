@@ -35,7 +35,7 @@ _DROPPED_KEYS = frozenset({"exc_info", "stack_info", "_record", "_from_structlog
 Listener = Callable[[dict[str, Any]], None]
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: kept in a set
 class Subscriber:
     """One live stream: a bounded queue, and whether it fell behind."""
 
