@@ -48,7 +48,7 @@ class Channel:
             return
         copies = 2 if self.rng.random() < self.duplicate else 1
         for _ in range(copies):
-            extra = self.rng.uniform(0, 4 * self.delay) if self.rng.random() < self.reorder else 0.0
+            extra = self.rng.uniform(0, 2 * self.delay) if self.rng.random() < self.reorder else 0.0
             self.seq += 1
             heapq.heappush(self.queue, (start + self.delay + extra, self.seq, dest, datagram))
 

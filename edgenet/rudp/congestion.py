@@ -3,7 +3,9 @@
 The window is counted in chunks. It grows on progress (doubling per round trip in slow start,
 then by 1/8 per round trip) and is halved on loss. Loss is judged once per round trip (a round
 ends when a chunk sent after it began is acknowledged): the window is halved when more than
-``loss_tolerance`` of the chunks resolved in that round were lost. Random loss below the
+``loss_tolerance`` of the chunks resolved in that round were lost (rounds with fewer than
+``min_sample`` resolved chunks are merged with the next, so one loss in a tiny window is not
+read as 12 % loss). Random loss below the
 tolerance (a lossy radio link, the 5 % of the benchmark) therefore does not collapse the window,
 while an overflowing queue, which drops a burst, does. A retransmission timeout also halves it.
 
@@ -24,6 +26,8 @@ class CongestionConfig:
     #: Upper bound on chunks in flight per transfer (16384 x 1400 B = 22 MiB).
     max_window: int = 16384
     loss_tolerance: float = 0.10
+    #: A loss rate is judged over at least this many resolved chunks.
+    min_sample: int = 32
     growth: float = 0.125
     pacing_gain: float = 1.25
     slow_start_pacing_gain: float = 2.0
@@ -77,6 +81,10 @@ class CongestionController:
 
     def _end_round(self, next_pn: int) -> None:
         resolved = self._round_acked + self._round_lost
+        if resolved < self._config.min_sample:
+            # Too few chunks to judge a loss rate (a small window): judge two rounds together.
+            self._round_end_pn = next_pn
+            return
         if resolved:
             if self._round_lost / resolved > self._config.loss_tolerance:
                 self._reduce()

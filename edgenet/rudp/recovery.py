@@ -154,8 +154,8 @@ class SentChunks:
             return lost, sent + delay
         return lost, None
 
-    def pop_oldest(self) -> int | None:
-        if not self._chunks:
-            return None
-        index, _ = self._chunks.popitem(last=False)
-        return index
+    def pop_all(self) -> list[int]:
+        """Forget every chunk in flight (oldest first): a retransmission timeout."""
+        indexes = list(self._chunks)
+        self._chunks.clear()
+        return indexes

@@ -5,7 +5,8 @@ States: OFFERING -> SENDING -> FINISHING -> DONE, or FAILED from any of them.
 * OFFERING: the OFFER is repeated on the retransmission timer until ACCEPT (or ABORT) arrives.
 * SENDING: chunks go out within min(congestion window, receiver's limit), paced; each ACK
   (cumulative point + SACK ranges) retires chunks, feeds the RTT estimator and loss detection;
-  lost chunks are resent first. The RTO timer resends the oldest chunk and backs off.
+  lost chunks are resent first. When the RTO timer fires, every unacknowledged chunk is
+  resent (oldest first, within the window) and the RTO backs off.
 * FINISHING: every chunk is acknowledged; FIN is repeated on the timer until DONE arrives
   (the receiver sends DONE only after verifying the SHA-256 and renaming the file).
 * DONE: a CLOSE goes out once; the transfer is finished.
@@ -219,9 +220,9 @@ class Sender:
             self._loss_time = None
             self._detect_lost(now)
         if self._rto_deadline is not None and now >= self._rto_deadline:
-            oldest = self._sent.pop_oldest()
-            if oldest is not None:
-                self._mark_lost([oldest])
+            # Nothing was acknowledged for a whole RTO: like TCP after a timeout, treat every
+            # unacknowledged chunk as lost, so the (reduced) window is free to resend them.
+            self._mark_lost(self._sent.pop_all())
             self.rtt.on_timeout()
             self.cc.on_timeout()
             self._rto_deadline = now + self.rtt.rto if len(self._sent) or self._lost else None
