@@ -193,8 +193,9 @@ class Shell:
         self.conn = await ServerConnection.open(cfg.server_host, cfg.server_port, infos)
         await self.conn.hello()
         name = await self._login()
-        if name is None:
+        if name is None:  # input ended before a login: nothing to say goodbye to
             await self.logout_quietly()
+            self.end_line()
             return EXIT_OK
         self.name = name
         structlog.contextvars.bind_contextvars(device=name)
