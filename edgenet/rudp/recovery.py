@@ -46,8 +46,10 @@ class RttEstimator:
         self._backoff = 1
 
     def on_sample(self, rtt: float) -> None:
-        """Take one RTT measurement (RFC 6298 sections 2.2 and 2.3)."""
+        """Take one RTT measurement (RFC 6298 sections 2.2 and 2.3). Timestamps make every
+        sample unambiguous (Karn's problem does not arise), so a sample also ends any backoff."""
         rtt = max(rtt, 0.0)
+        self._backoff = 1
         self.latest_rtt = rtt
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
