@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from edgenet.wire.frames import (
     MAX_HEADER,
+    MAX_REPLY_HEADER,
     NEED_DATA,
     BodyChunk,
     BodyEnd,
@@ -104,7 +105,14 @@ def test_eof_mid_frame_and_mid_body() -> None:
 
 def test_encoder_refuses_oversize_header() -> None:
     with pytest.raises(ValueError):
-        encode_frame({"x": "a" * MAX_HEADER})
+        encode_frame({"x": "a" * MAX_HEADER}, max_header=MAX_HEADER)
+    with pytest.raises(ValueError):
+        encode_header({"x": "a" * MAX_HEADER}, 10)
+    # Replies (an AED listing thousands of devices) may be larger than requests.
+    big = encode_frame({"x": "a" * MAX_HEADER})
+    dec = FrameDecoder(max_header=MAX_REPLY_HEADER)
+    dec.receive_data(big)
+    assert isinstance(dec.next_event(), Header)
 
 
 @settings(max_examples=300, deadline=None)

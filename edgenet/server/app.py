@@ -20,6 +20,7 @@ import structlog
 from edgenet import __version__
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials
+from edgenet.server.commands import DeviceListing
 from edgenet.server.connection import DeviceConnection
 from edgenet.server.logs import DEVICE_LOG, device_log_lines, write_atomically
 from edgenet.server.state import ActiveDevices, LockoutTracker
@@ -82,6 +83,7 @@ class EdgeServer:
         self.lockouts = LockoutTracker(config.max_attempts, config.block_seconds)
         self.store = FileStore(config.data_dir)
         self.device_log = DeviceLogWriter(config.data_dir / DEVICE_LOG, self.devices)
+        self.listing = DeviceListing(self.devices)
         self.connections: set[DeviceConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None

@@ -7,11 +7,14 @@ file) runs in a worker thread; in-memory state changes happen on the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 
 from edgenet.server.compute import DataError
 from edgenet.server.logs import FileRecord, format_timestamp
+from edgenet.server.state import ActiveDevices
 from edgenet.wire import messages as m
+from edgenet.wire.frames import encode_raw_header
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
@@ -96,12 +99,40 @@ async def delete(server: EdgeServer, device: str, req: m.Delete) -> dict[str, An
     return m.ok(req.id, file_id=req.file_id, samples=stored.samples)
 
 
-def list_devices(server: EdgeServer, device: str, req: m.ListDevices) -> dict[str, Any]:
-    return m.ok(req.id, devices=[
-        {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, "since": d.since,
-         "since_text": format_timestamp(d.since)}
-        for d in server.devices.others(device)
-    ])
+class DeviceListing:
+    """AED replies, assembled from a cache of each active device's encoded entry.
+
+    The entries are encoded once per change of the active list (login, logout),
+    not once per AED: at 1,000 devices an AED reply is ~100 KB, and encoding it
+    from scratch on every request would cost the server most of its time.
+    """
+
+    def __init__(self, devices: ActiveDevices) -> None:
+        self.devices = devices
+        self._version = -1
+        self._entries: list[bytes] = []
+        self._index: dict[str, int] = {}
+
+    def _refresh(self) -> None:
+        if self._version == self.devices.version:
+            return
+        self._entries = []
+        self._index = {}
+        for i, d in enumerate(self.devices):
+            self._index[d.name] = i
+            self._entries.append(json.dumps(
+                {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, "since": d.since,
+                 "since_text": format_timestamp(d.since)},
+                separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        self._version = self.devices.version
+
+    def reply(self, request_id: int, device: str) -> bytes:
+        """The framed ``ok`` reply listing every active device but ``device``."""
+        self._refresh()
+        i = self._index.get(device)
+        entries = self._entries if i is None else self._entries[:i] + self._entries[i + 1:]
+        raw = b'{"type":"ok","id":%d,"devices":[%b]}' % (request_id, b",".join(entries))
+        return encode_raw_header(raw)
 
 
 def lookup(server: EdgeServer, device: str, req: m.Lookup) -> dict[str, Any]:

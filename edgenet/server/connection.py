@@ -172,13 +172,14 @@ class DeviceConnection:
             return False
         started = time.perf_counter()
         self.busy = True
+        reply: dict[str, Any] | bytes
         try:
             if isinstance(req, m.Compute):
                 reply = await commands.compute(self.server, self.name, req)
             elif isinstance(req, m.Delete):
                 reply = await commands.delete(self.server, self.name, req)
             elif isinstance(req, m.ListDevices):
-                reply = commands.list_devices(self.server, self.name, req)
+                reply = self.server.listing.reply(req.id, self.name)
             elif isinstance(req, m.Lookup):
                 reply = commands.lookup(self.server, self.name, req)
             else:  # pragma: no cover - every request type is handled above
@@ -207,15 +208,20 @@ class DeviceConnection:
         self._finish_command(req, reply, self._started)
         await self._drain()
 
-    def _finish_command(self, req: m.Request, reply: dict[str, Any], started: float) -> None:
-        self._send(reply)
+    def _finish_command(self, req: m.Request, reply: dict[str, Any] | bytes,
+                        started: float) -> None:
+        if isinstance(reply, bytes):  # already framed (AED)
+            self.writer.write(reply)
+            outcome = "ok"
+        else:
+            self._send(reply)
+            outcome = "ok" if reply["type"] == "ok" else reply["code"]
         dev = self.server.devices.get(self.name or "")
         if dev is not None and dev.session is self:
             dev.commands += 1
-        outcome = "ok" if reply["type"] == "ok" else reply["code"]
         log.info("command", device=self.name, command=commands.COMMAND_NAMES[type(req).__name__],
                  outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 3))
-        if isinstance(req, m.Delete) and outcome == "ok":
+        if isinstance(req, m.Delete) and isinstance(reply, dict) and outcome == "ok":
             log.info("delete", device=self.name, file_id=req.file_id, samples=reply["samples"])
 
     def _send(self, fields: dict[str, Any]) -> None:

@@ -14,8 +14,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final, Union
 
-#: Largest JSON header accepted or sent (bytes after the length prefix).
+#: Largest JSON header of a request (device -> server), after the length prefix.
 MAX_HEADER: Final = 64 * 1024
+#: Largest JSON header of a reply (server -> device): an AED reply lists every
+#: active device, about 100 bytes each, so replies may be larger than requests.
+MAX_REPLY_HEADER: Final = 16 * 2**20
 #: Default largest body (an upload). The server may set its own limit.
 DEFAULT_MAX_BODY: Final = 4 * 2**30
 #: Largest body chunk handed out by one event.
@@ -66,22 +69,28 @@ NEED_DATA: Final = _NeedData()
 FrameEvent = Union[Header, BodyChunk, BodyEnd, Closed, _NeedData]
 
 
-def encode_frame(fields: dict[str, Any], body: bytes | None = None) -> bytes:
+def encode_frame(fields: dict[str, Any], body: bytes | None = None,
+                 max_header: int = MAX_REPLY_HEADER) -> bytes:
     """Encode one frame. ``body`` (if any) is appended raw and announced in the header."""
     if body:
         fields = {**fields, "body": len(body)}
     raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if len(raw) > MAX_HEADER:
-        raise ValueError(f"frame header of {len(raw)} bytes exceeds {MAX_HEADER}")
-    out = _LEN.pack(len(raw)) + raw
+    out = encode_raw_header(raw, max_header)
     return out + body if body else out
+
+
+def encode_raw_header(raw: bytes, max_header: int = MAX_REPLY_HEADER) -> bytes:
+    """Frame an already-encoded JSON object (for replies assembled from cached parts)."""
+    if len(raw) > max_header:
+        raise ValueError(f"frame header of {len(raw)} bytes exceeds {max_header}")
+    return _LEN.pack(len(raw)) + raw
 
 
 def encode_header(fields: dict[str, Any], body_len: int) -> bytes:
     """Encode a header that announces ``body_len`` bytes the caller streams after it."""
     if body_len < 0:
         raise ValueError("negative body length")
-    return encode_frame({**fields, "body": body_len} if body_len else fields)
+    return encode_frame({**fields, "body": body_len} if body_len else fields, None, MAX_HEADER)
 
 
 class FrameDecoder:
