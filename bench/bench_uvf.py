@@ -40,7 +40,9 @@ MAX_SECONDS = 600.0
 # -- the loss-injecting relay --------------------------------------------------------------------
 
 
-def run_relay(target: tuple[str, int], loss: float, seed: int, max_seconds: float, port: int = 0) -> None:
+def run_relay(
+    target: tuple[str, int], loss: float, seed: int, max_seconds: float, port: int = 0
+) -> None:
     """Forward datagrams between the first client and ``target``, dropping each with
     probability ``loss`` in both directions. Prints ``PORT <n>`` once bound. Uses GRO/GSO
     so that it is not the bottleneck; stops after ``max_seconds`` or on SIGTERM/stdin EOF."""
@@ -78,7 +80,9 @@ def run_relay(target: tuple[str, int], loss: float, seed: int, max_seconds: floa
     deadline = time.monotonic() + max_seconds
     cmsg = socket.CMSG_SPACE(4)
 
-    def forward(src: socket.socket, dst: socket.socket, to: tuple[str, int] | None) -> tuple[str, int] | None:
+    def forward(
+        src: socket.socket, dst: socket.socket, to: tuple[str, int] | None
+    ) -> tuple[str, int] | None:
         sender_addr = None
         for _ in range(64):
             try:
@@ -106,13 +110,28 @@ def run_relay(target: tuple[str, int], loss: float, seed: int, max_seconds: floa
             while i < len(keep):
                 size = len(keep[i])
                 j = i + 1
-                while j < len(keep) and j - i < 64 and len(keep[j]) == size and (j - i + 1) * size <= 65000:
+                while (
+                    j < len(keep)
+                    and j - i < 64
+                    and len(keep[j]) == size
+                    and (j - i + 1) * size <= 65000
+                ):
                     j += 1
-                if j < len(keep) and len(keep[j]) < size and j - i < 64 and (j - i + 1) * size <= 65000:
+                if (
+                    j < len(keep)
+                    and len(keep[j]) < size
+                    and j - i < 64
+                    and (j - i + 1) * size <= 65000
+                ):
                     j += 1
                 try:
                     if j - i > 1:
-                        dst.sendmsg([b"".join(keep[i:j])], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, dest)
+                        dst.sendmsg(
+                            [b"".join(keep[i:j])],
+                            [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
+                            0,
+                            dest,
+                        )
                     else:
                         dst.sendto(keep[i], dest)
                 except OSError:
@@ -127,21 +146,28 @@ def run_relay(target: tuple[str, int], loss: float, seed: int, max_seconds: floa
                 if addr is not None:
                     client = addr
             elif key.data == "back":
-                if client is not None:
-                    forward(back, front, client)
-                else:
-                    forward(back, front, None)
-            elif key.data == "stdin":
-                if not os.read(sys.stdin.fileno(), 4096):
-                    stop = True
+                forward(back, front, client)
+            elif key.data == "stdin" and not os.read(sys.stdin.fileno(), 4096):
+                stop = True
     print(f"RELAYED {counts['in']} DROPPED {counts['dropped']}", flush=True)
 
 
 def start_relay(target_port: int, loss: float, seed: int = 1) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "relay", "--target", f"127.0.0.1:{target_port}",
-         "--loss", str(loss), "--seed", str(seed)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "relay",
+            "--target",
+            f"127.0.0.1:{target_port}",
+            "--loss",
+            str(loss),
+            "--seed",
+            str(seed),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -167,11 +193,15 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 async def _receive_main(data_dir: Path, chunk: int) -> None:
     from edgenet.rudp import TransferEndpoint, TransferOptions
 
-    ep = await TransferEndpoint.bind("127.0.0.1", 0, data_dir, options=TransferOptions(chunk_size=chunk))
+    ep = await TransferEndpoint.bind(
+        "127.0.0.1", 0, data_dir, options=TransferOptions(chunk_size=chunk)
+    )
     print(f"PORT {ep.port}", flush=True)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), lambda: done.set() if not os.read(sys.stdin.fileno(), 4096) else None)
+    loop.add_reader(
+        sys.stdin.fileno(), lambda: done.set() if not os.read(sys.stdin.fileno(), 4096) else None
+    )
     try:
         await asyncio.wait_for(done.wait(), MAX_SECONDS)
     except asyncio.TimeoutError:
@@ -196,8 +226,12 @@ def _tcp_receive_main(data_dir: Path) -> None:
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
@@ -215,7 +249,10 @@ def measure_tcp(src: Path, work: Path) -> float:
     proc, port = _start(["tcp-receive", "--data-dir", str(rdir)])
     try:
         start = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", port), timeout=MAX_SECONDS) as s, open(src, "rb") as f:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=MAX_SECONDS) as s,
+            open(src, "rb") as f,
+        ):
             s.sendfile(f)
             s.shutdown(socket.SHUT_WR)
             s.recv(2)
@@ -236,11 +273,14 @@ async def _send_once(src: Path, port: int, chunk: int) -> tuple[float, float, di
             accepted.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp:
-        ep = await TransferEndpoint.bind("127.0.0.1", 0, Path(tmp), options=TransferOptions(chunk_size=chunk),
-                                         on_event=on_event)
+        ep = await TransferEndpoint.bind(
+            "127.0.0.1", 0, Path(tmp), options=TransferOptions(chunk_size=chunk), on_event=on_event
+        )
         try:
             start = time.perf_counter()
-            size = await asyncio.wait_for(ep.send_file(("127.0.0.1", port), src, "bench"), MAX_SECONDS)
+            size = await asyncio.wait_for(
+                ep.send_file(("127.0.0.1", port), src, "bench"), MAX_SECONDS
+            )
             end = time.perf_counter()
         finally:
             await ep.close()
@@ -248,7 +288,9 @@ async def _send_once(src: Path, port: int, chunk: int) -> tuple[float, float, di
     return size / (end - start), size / wire, {"retransmissions": ep.stats.retransmissions}
 
 
-def measure_uvf(src: Path, work: Path, loss: float, chunk: int, seed: int) -> tuple[float, float, int]:
+def measure_uvf(
+    src: Path, work: Path, loss: float, chunk: int, seed: int
+) -> tuple[float, float, int]:
     rdir = work / f"uvf-{loss}-{seed}"
     rdir.mkdir()
     proc, port = _start(["receive", "--data-dir", str(rdir), "--chunk", str(chunk)])
@@ -274,12 +316,17 @@ def bench(args: argparse.Namespace) -> None:
         src = work / "source.bin"
         with open(src, "wb") as f:
             rng = random.Random(7)
-            for _ in range(args.size_mb):
-                f.write(rng.randbytes(1_000_000))
-        print(f"file {args.size_mb} MB, chunk {args.chunk} B, {args.runs} runs per setting", flush=True)
+            f.writelines(rng.randbytes(1_000_000) for _ in range(args.size_mb))
+        print(
+            f"file {args.size_mb} MB, chunk {args.chunk} B, {args.runs} runs per setting",
+            flush=True,
+        )
         tcp = [measure_tcp(src, work) for _ in range(args.runs)]
-        print(f"raw TCP over loopback: median {statistics.median(tcp) / 1e6:.1f} MB/s "
-              f"(runs: {', '.join(f'{x / 1e6:.0f}' for x in tcp)})", flush=True)
+        print(
+            f"raw TCP over loopback: median {statistics.median(tcp) / 1e6:.1f} MB/s "
+            f"(runs: {', '.join(f'{x / 1e6:.0f}' for x in tcp)})",
+            flush=True,
+        )
         for loss in losses:
             totals, wires, retx = [], [], []
             for run in range(args.runs):
@@ -287,13 +334,18 @@ def bench(args: argparse.Namespace) -> None:
                 totals.append(total)
                 wires.append(wire)
                 retx.append(r)
-            print(f"UVF loss {loss * 100:4.1f}%: median {statistics.median(totals) / 1e6:6.1f} MB/s end to end "
-                  f"({statistics.median(wires) / 1e6:6.1f} MB/s from accept to confirmation); runs: "
-                  f"{', '.join(f'{x / 1e6:.0f}' for x in totals)}; retransmissions {retx}", flush=True)
+            print(
+                f"UVF loss {loss * 100:4.1f}%: median {statistics.median(totals) / 1e6:6.1f} MB/s end to end "
+                f"({statistics.median(wires) / 1e6:6.1f} MB/s from accept to confirmation); runs: "
+                f"{', '.join(f'{x / 1e6:.0f}' for x in totals)}; retransmissions {retx}",
+                flush=True,
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd")
     relay = sub.add_parser("relay")
     relay.add_argument("--target", required=True)

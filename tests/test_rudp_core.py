@@ -104,7 +104,11 @@ def run_transfer(
         steps += 1
         if sender.finished and (receiver is None or receiver.finished):
             break
-        timers = [t for t in (sender.get_timer(), receiver.get_timer() if receiver else None) if t is not None]
+        timers = [
+            t
+            for t in (sender.get_timer(), receiver.get_timer() if receiver else None)
+            if t is not None
+        ]
         candidates = timers + ([channel.queue[0][0]] if channel.queue else [])
         if not candidates:
             break
@@ -119,7 +123,10 @@ def run_transfer(
                 offer = pk.decode(d)
                 assert isinstance(offer, pk.Offer)
                 receiver = Receiver(
-                    offer, peer=SENDER_ADDR, writer=sink, now=now,
+                    offer,
+                    peer=SENDER_ADDR,
+                    writer=sink,
+                    now=now,
                     config=receiver_config or ReceiverConfig(window_bytes=512 * chunk),
                 )
             else:
@@ -141,7 +148,13 @@ def run_transfer(
 
 @pytest.mark.parametrize(
     ("loss", "dup", "reorder", "seed"),
-    [(0.0, 0.0, 0.0, 1), (0.05, 0.0, 0.0, 2), (0.20, 0.0, 0.0, 3), (0.05, 0.05, 0.2, 4), (0.0, 0.1, 0.3, 5)],
+    [
+        (0.0, 0.0, 0.0, 1),
+        (0.05, 0.0, 0.0, 2),
+        (0.20, 0.0, 0.0, 3),
+        (0.05, 0.05, 0.2, 4),
+        (0.0, 0.1, 0.3, 5),
+    ],
 )
 def test_transfer_arrives_intact(loss: float, dup: float, reorder: float, seed: int) -> None:
     data = make_data(1_500_000 + 123, seed)
@@ -160,7 +173,7 @@ def test_transfer_arrives_intact(loss: float, dup: float, reorder: float, seed: 
 
 
 def test_empty_file() -> None:
-    sender, receiver, sink, events, _ = run_transfer(b"", Channel(random.Random(1)))
+    sender, receiver, sink, _, _ = run_transfer(b"", Channel(random.Random(1)))
     assert sender.state is SenderState.DONE
     assert receiver is not None and receiver.state is ReceiverState.DONE
     assert sink.getvalue() == b""
@@ -169,7 +182,7 @@ def test_empty_file() -> None:
 def test_receiver_window_bounds_buffer() -> None:
     data = make_data(400_000)
     channel = Channel(random.Random(7), loss=0.1, reorder=0.3)
-    sender, receiver, sink, _, _ = run_transfer(
+    _, receiver, sink, _, _ = run_transfer(
         data, channel, receiver_config=ReceiverConfig(window_bytes=16 * 1000)
     )
     assert receiver is not None and receiver.window == 16
@@ -180,7 +193,9 @@ def test_silent_receiver_fails_sender_within_idle_timeout() -> None:
     data = make_data(2_000_000)
     channel = Channel(random.Random(3))
     sender, receiver, _, events, now = run_transfer(
-        data, channel, kill_receiver_at=0.03,
+        data,
+        channel,
+        kill_receiver_at=0.03,
         sender_config=SenderConfig(chunk_size=1000, idle_timeout=3.0),
         receiver_config=ReceiverConfig(window_bytes=512_000, idle_timeout=3.0),
     )
@@ -195,7 +210,10 @@ def test_silent_sender_fails_receiver() -> None:
     data = make_data(100_000)
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, hashlib.sha256(data).digest(), "a", "b", 0),
-        peer=SENDER_ADDR, writer=io.BytesIO(), now=0.0, config=ReceiverConfig(idle_timeout=2.0),
+        peer=SENDER_ADDR,
+        writer=io.BytesIO(),
+        now=0.0,
+        config=ReceiverConfig(idle_timeout=2.0),
     )
     assert receiver.get_timer() == 2.0
     receiver.handle_timer(1.999)
@@ -212,7 +230,9 @@ def test_hash_mismatch_fails_receiver() -> None:
     data = make_data(5000)
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, b"\0" * 32, "a", "b", 0),
-        peer=SENDER_ADDR, writer=io.BytesIO(), now=0.0,
+        peer=SENDER_ADDR,
+        writer=io.BytesIO(),
+        now=0.0,
     )
     for i in range(5):
         d = pk.encode_data(pk.Data(9, i, 0, data[i * 1000 : (i + 1) * 1000]))
@@ -226,7 +246,9 @@ def test_wrong_peer_and_garbage_are_counted() -> None:
     data = make_data(3000)
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, hashlib.sha256(data).digest(), "a", "b", 0),
-        peer=SENDER_ADDR, writer=io.BytesIO(), now=0.0,
+        peer=SENDER_ADDR,
+        writer=io.BytesIO(),
+        now=0.0,
     )
     receiver.receive_datagram(pk.encode_data(pk.Data(9, 0, 0, data[:1000])), ("6.6.6.6", 1), 0.1)
     receiver.receive_datagram(b"UV\x01\x03garbage", SENDER_ADDR, 0.1)

@@ -58,7 +58,9 @@ async def pair(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     endpoints: list[TransferEndpoint] = []
 
     async def make(name: str, **kwargs: object) -> TransferEndpoint:
-        ep = await TransferEndpoint.bind(kwargs.pop("host", "127.0.0.1"), 0, tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        ep = await TransferEndpoint.bind(
+            kwargs.pop("host", "127.0.0.1"), 0, tmp_path / name, **kwargs
+        )  # type: ignore[arg-type]
         endpoints.append(ep)
         return ep
 
@@ -79,13 +81,15 @@ async def test_50mb_file_arrives_intact(tmp_path: Path, pair: Callable[..., obje
     assert visible(tmp_path / "beta") == ["alpha_video.mp4"]  # no temp file left
     kinds = [e.kind for e in events if e.kind != "progress"]
     assert kinds == ["incoming_started", "incoming_done"]
-    done = [e for e in events if e.kind == "incoming_done"][0]
+    done = next(e for e in events if e.kind == "incoming_done")
     assert done.path == saved and done.peer_name == "alpha" and done.size == sent
     assert await alpha.wait_idle(2) and await beta.wait_idle(2)
     assert alpha.active_transfers() == beta.active_transfers() == 0
 
 
-async def test_50mb_through_5_percent_loss_relay(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_50mb_through_5_percent_loss_relay(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     bench = _bench_module()
     src = make_file(tmp_path / "big.bin", 50 * 10**6, seed=2)
     alpha = await pair("alpha")  # type: ignore[misc]
@@ -105,7 +109,11 @@ async def test_50mb_through_5_percent_loss_relay(tmp_path: Path, pair: Callable[
 
 async def _wait_for_part(directory: Path, min_size: int, timeout: float = 10.0) -> None:
     for _ in range(int(timeout / 0.002)):
-        parts = [p for p in directory.iterdir() if p.name.endswith(".part")] if directory.exists() else []
+        parts = (
+            [p for p in directory.iterdir() if p.name.endswith(".part")]
+            if directory.exists()
+            else []
+        )
         if parts and parts[0].stat().st_size >= min_size:
             return
         await asyncio.sleep(0.002)
@@ -143,7 +151,9 @@ async def test_receiver_closing_tells_sender(tmp_path: Path, pair: Callable[...,
     assert visible(tmp_path / "beta") == []
 
 
-async def test_sender_killed_receiver_cleans_up(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_sender_killed_receiver_cleans_up(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     src = make_file(tmp_path / "big.bin", 50 * 10**6)
     opts = TransferOptions(idle_timeout=1.0)
     events: list[TransferEvent] = []
@@ -160,7 +170,9 @@ async def test_sender_killed_receiver_cleans_up(tmp_path: Path, pair: Callable[.
     assert visible(tmp_path / "beta") == []
 
 
-async def test_existing_file_gets_numbered_name(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_existing_file_gets_numbered_name(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     src = make_file(tmp_path / "notes.txt", 10_000)
     alpha = await pair("alpha")  # type: ignore[misc]
     beta = await pair("beta")  # type: ignore[misc]
@@ -168,7 +180,11 @@ async def test_existing_file_gets_numbered_name(tmp_path: Path, pair: Callable[.
     for _ in range(2):
         await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 10)
     assert (tmp_path / "beta" / "alpha_notes.txt").read_bytes() == b"keep me"
-    assert visible(tmp_path / "beta") == ["alpha_notes (1).txt", "alpha_notes (2).txt", "alpha_notes.txt"]
+    assert visible(tmp_path / "beta") == [
+        "alpha_notes (1).txt",
+        "alpha_notes (2).txt",
+        "alpha_notes.txt",
+    ]
     assert (tmp_path / "beta" / "alpha_notes (2).txt").read_bytes() == src.read_bytes()
 
 
@@ -204,7 +220,9 @@ async def test_unsafe_names_are_refused(tmp_path: Path, pair: Callable[..., obje
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         for i, (sender, name) in enumerate(BAD_OFFERS):
-            offer = pk.Offer(1000 + i, 10, 1400, hashlib.sha256(b"0123456789").digest(), sender, name, 0)
+            offer = pk.Offer(
+                1000 + i, 10, 1400, hashlib.sha256(b"0123456789").digest(), sender, name, 0
+            )
             s.sendto(pk.encode_offer(offer), ("127.0.0.1", beta.port))
             reply = pk.decode((await asyncio.to_thread(s.recvfrom, 2048))[0])
             assert isinstance(reply, pk.Abort) and reply.transfer_id == 1000 + i, (sender, name)
@@ -226,7 +244,9 @@ async def test_sender_side_name_checks(tmp_path: Path, pair: Callable[..., objec
     assert info.value.code == "unreadable"
 
 
-async def test_too_large_and_busy_are_reported_to_sender(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_too_large_and_busy_are_reported_to_sender(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     src = make_file(tmp_path / "f.bin", 100_000)
     alpha = await pair("alpha")  # type: ignore[misc]
     small = await pair("small", options=TransferOptions(max_file_size=50_000))  # type: ignore[misc]
@@ -258,7 +278,9 @@ async def test_no_answer_times_out(tmp_path: Path, pair: Callable[..., object]) 
         assert offers >= 2  # the offer was retransmitted
 
 
-async def test_third_party_datagrams_are_counted_and_harmless(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_third_party_datagrams_are_counted_and_harmless(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     src = make_file(tmp_path / "f.bin", 20 * 10**6)
     alpha = await pair("alpha")  # type: ignore[misc]
     rogue = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -270,8 +292,12 @@ async def test_third_party_datagrams_are_counted_and_harmless(tmp_path: Path, pa
         for i in range(20):
             rogue.sendto(rng.randbytes(rng.randrange(0, 1500)), ("127.0.0.1", beta_port))
             rogue.sendto(b"UV\x09\x03" + rng.randbytes(30), ("127.0.0.1", beta_port))  # bad version
-            rogue.sendto(pk.encode_data(pk.Data(tid, i, 0, b"\xee" * 1400)), ("127.0.0.1", beta_port))
-            rogue.sendto(pk.encode_ack(pk.Ack(tid, 10**6, 10**6, 0, 0, ())), ("127.0.0.1", alpha.port))
+            rogue.sendto(
+                pk.encode_data(pk.Data(tid, i, 0, b"\xee" * 1400)), ("127.0.0.1", beta_port)
+            )
+            rogue.sendto(
+                pk.encode_ack(pk.Ack(tid, 10**6, 10**6, 0, 0, ())), ("127.0.0.1", alpha.port)
+            )
             rogue.sendto(pk.encode_data(pk.Data(tid ^ 1, i, 0, b"x")), ("127.0.0.1", beta_port))
         injected["bursts"] += 1
 
@@ -292,16 +318,27 @@ async def test_third_party_datagrams_are_counted_and_harmless(tmp_path: Path, pa
     assert alpha.stats.dropped_wrong_peer >= 20
     assert beta.stats.dropped_unknown >= 20
     assert beta.stats.dropped_bad_version >= 20
-    assert beta.stats.dropped_malformed + beta.stats.dropped_unknown + beta.stats.dropped_bad_version >= 40
+    assert (
+        beta.stats.dropped_malformed + beta.stats.dropped_unknown + beta.stats.dropped_bad_version
+        >= 40
+    )
 
 
-async def test_concurrent_transfers_both_directions(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_concurrent_transfers_both_directions(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     alpha = await pair("alpha")  # type: ignore[misc]
     beta = await pair("beta")  # type: ignore[misc]
     gamma = await pair("gamma")  # type: ignore[misc]
     eps = {"alpha": alpha, "beta": beta, "gamma": gamma}
-    plan = [("alpha", "beta"), ("beta", "alpha"), ("gamma", "alpha"), ("alpha", "gamma"),
-            ("gamma", "beta"), ("alpha", "beta")]
+    plan = [
+        ("alpha", "beta"),
+        ("beta", "alpha"),
+        ("gamma", "alpha"),
+        ("alpha", "gamma"),
+        ("gamma", "beta"),
+        ("alpha", "beta"),
+    ]
     jobs = []
     sources = {}
     for i, (frm, to) in enumerate(plan):
@@ -316,7 +353,9 @@ async def test_concurrent_transfers_both_directions(tmp_path: Path, pair: Callab
         assert await ep.wait_idle(2)  # type: ignore[attr-defined]
 
 
-async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     src = make_file(tmp_path / "f.bin", 2_000_000)
@@ -325,8 +364,12 @@ async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(tmp_path: Path, pair: Call
     except OSError:
         pytest.skip("cannot bind ::")
     v4 = await pair("v4")  # type: ignore[misc]
-    assert await asyncio.wait_for(v4.send_file(("127.0.0.1", dual.port), src, "four"), 10) == 2_000_000
-    assert await asyncio.wait_for(dual.send_file(("127.0.0.1", v4.port), src, "dual"), 10) == 2_000_000
+    assert (
+        await asyncio.wait_for(v4.send_file(("127.0.0.1", dual.port), src, "four"), 10) == 2_000_000
+    )
+    assert (
+        await asyncio.wait_for(dual.send_file(("127.0.0.1", v4.port), src, "dual"), 10) == 2_000_000
+    )
     try:
         v6 = await pair("v6", host="::1")  # type: ignore[misc]
     except OSError:

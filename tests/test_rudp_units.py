@@ -171,10 +171,21 @@ def test_sender_rto_deadlines_exact() -> None:
     from edgenet.rudp.sender import Sender, SenderConfig
 
     data = bytes(5000)
-    s = Sender(transfer_id=1, peer=("p", 1), sender_name="a", filename="f", size=len(data),
-               sha256=hashlib.sha256(data).digest(), reader=_Reader(data), now=0.0,
-               config=SenderConfig(chunk_size=1000, idle_timeout=100.0,
-                                   rto=RtoConfig(initial_rto=1.0, min_rto=0.2, max_rto=4.0)))
+    s = Sender(
+        transfer_id=1,
+        peer=("p", 1),
+        sender_name="a",
+        filename="f",
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        reader=_Reader(data),
+        now=0.0,
+        config=SenderConfig(
+            chunk_size=1000,
+            idle_timeout=100.0,
+            rto=RtoConfig(initial_rto=1.0, min_rto=0.2, max_rto=4.0),
+        ),
+    )
     assert s.get_timer() == 0.0
     assert len(s.datagrams_to_send(0.0)) == 1  # OFFER
     assert s.get_timer() == 1.0
@@ -265,7 +276,19 @@ def test_pacing_budget_is_bounded_burst() -> None:
 
 def test_saved_name_and_refusals() -> None:
     assert saved_name("alpha", "video.mp4") == "alpha_video.mp4"
-    for bad in ["", ".", "..", "a/b", "a\\b", "/abs", "tab\there", "nul\x00", "del\x7f", "C:x", "é" * 128]:
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a\\b",
+        "/abs",
+        "tab\there",
+        "nul\x00",
+        "del\x7f",
+        "C:x",
+        "é" * 128,
+    ]:
         with pytest.raises(NameRefused):
             check_component(bad)
     with pytest.raises(NameRefused):
@@ -275,7 +298,11 @@ def test_saved_name_and_refusals() -> None:
 
 def test_numbered_names() -> None:
     names = numbered_names("alpha_video.mp4")
-    assert [next(names) for _ in range(3)] == ["alpha_video.mp4", "alpha_video (1).mp4", "alpha_video (2).mp4"]
+    assert [next(names) for _ in range(3)] == [
+        "alpha_video.mp4",
+        "alpha_video (1).mp4",
+        "alpha_video (2).mp4",
+    ]
     assert list(numbered_names("alpha_.bashrc"))[1] == "alpha_ (1).bashrc"
     assert list(numbered_names("alpha_noext"))[1] == "alpha_noext (1)"
     long_name = "a" * 252

@@ -102,7 +102,9 @@ class CongestionController:
 
     def pacing_rate(self, srtt: float) -> float:
         """Chunks per second."""
-        gain = self._config.slow_start_pacing_gain if self.in_slow_start else self._config.pacing_gain
+        gain = (
+            self._config.slow_start_pacing_gain if self.in_slow_start else self._config.pacing_gain
+        )
         return gain * self.cwnd / max(srtt, 1e-4)
 
     def _burst(self, rate: float) -> float:

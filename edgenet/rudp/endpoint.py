@@ -24,15 +24,14 @@ import secrets
 import socket
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import structlog
 
-from . import names
+from . import names, udpsocket
 from . import packet as pk
-from . import udpsocket
 from .congestion import CongestionConfig
 from .events import DataComplete, OfferAccepted, TransferCompleted, TransferFailed
 from .progress import ProgressBar
@@ -47,9 +46,17 @@ log = structlog.get_logger(__name__)
 MAX_SEND_QUEUE = 8192
 #: How often "progress" events are offered to ``on_event`` per transfer.
 PROGRESS_EVENT_INTERVAL = 1.0
-_SENDER_TYPES = frozenset({pk.PacketType.ACCEPT, pk.PacketType.ACK, pk.PacketType.DONE, pk.PacketType.ABORT})
+_SENDER_TYPES = frozenset(
+    {pk.PacketType.ACCEPT, pk.PacketType.ACK, pk.PacketType.DONE, pk.PacketType.ABORT}
+)
 _RECEIVER_TYPES = frozenset(
-    {pk.PacketType.OFFER, pk.PacketType.DATA, pk.PacketType.FIN, pk.PacketType.CLOSE, pk.PacketType.ABORT}
+    {
+        pk.PacketType.OFFER,
+        pk.PacketType.DATA,
+        pk.PacketType.FIN,
+        pk.PacketType.CLOSE,
+        pk.PacketType.ABORT,
+    }
 )
 
 
@@ -314,9 +321,11 @@ class TransferEndpoint:
             raise TransferError("busy", f"already sending {outgoing} files; try again later")
         sockaddr, key = await self._resolve(peer)
         try:
-            file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
+            file: BinaryIO = await asyncio.to_thread(open, path, "rb")  # closed when it ends
         except OSError as exc:
-            raise TransferError("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
+            raise TransferError(
+                "unreadable", f"cannot read {path}: {exc.strerror or exc}"
+            ) from None
         try:
             if not os.path.isfile(path):
                 raise TransferError("unreadable", f"{path} is not a regular file")
@@ -329,14 +338,33 @@ class TransferEndpoint:
         tid = self._new_transfer_id()
         now = self._loop.time()
         core = Sender(
-            transfer_id=tid, peer=key, sender_name=sender_name, filename=path.name, size=size,
-            sha256=digest, reader=_FileReader(file), now=now, config=self._sender_config,
+            transfer_id=tid,
+            peer=key,
+            sender_name=sender_name,
+            filename=path.name,
+            size=size,
+            sha256=digest,
+            reader=_FileReader(file),
+            now=now,
+            config=self._sender_config,
         )
         transfer = _Transfer(
-            core=core, key=key, sockaddr=sockaddr, peer_name=f"{key[0]}:{key[1]}",
-            filename=path.name, size=size, started=now, file=file, outgoing=True,
-            log=log.bind(transfer=f"{tid:016x}", peer=f"{key[0]}:{key[1]}", direction="out",
-                         file=path.name, size=size),
+            core=core,
+            key=key,
+            sockaddr=sockaddr,
+            peer_name=f"{key[0]}:{key[1]}",
+            filename=path.name,
+            size=size,
+            started=now,
+            file=file,
+            outgoing=True,
+            log=log.bind(
+                transfer=f"{tid:016x}",
+                peer=f"{key[0]}:{key[1]}",
+                direction="out",
+                file=path.name,
+                size=size,
+            ),
             future=self._loop.create_future(),
             progress=ProgressBar(self._progress_stream, path.name, size, now),
         )
@@ -409,7 +437,9 @@ class TransferEndpoint:
             self._service(transfer, now)
         self._rearm()
 
-    def _dispatch(self, data: bytes, addr: udpsocket.SockAddr, key: udpsocket.PeerKey, now: float) -> None:
+    def _dispatch(
+        self, data: bytes, addr: udpsocket.SockAddr, key: udpsocket.PeerKey, now: float
+    ) -> None:
         stats = self.stats
         if len(data) < pk.HEADER_SIZE:
             stats.dropped_malformed += 1
@@ -452,12 +482,18 @@ class TransferEndpoint:
         except names.NameRefused as exc:
             return "bad_name", str(exc)
         if offer.size > o.max_file_size:
-            return "too_large", f"the file is {offer.size} bytes; the receiver accepts at most {o.max_file_size}"
+            return (
+                "too_large",
+                f"the file is {offer.size} bytes; the receiver accepts at most {o.max_file_size}",
+            )
         if not pk.MIN_CHUNK_SIZE <= offer.chunk_size <= pk.MAX_CHUNK_SIZE:
             return "bad_offer", f"chunk size {offer.chunk_size} is not supported"
         incoming = sum(1 for t in self._transfers.values() if not t.outgoing and t.running)
         if incoming >= o.max_incoming:
-            return "busy", f"the receiver already has {incoming} incoming transfers; try again later"
+            return (
+                "busy",
+                f"the receiver already has {incoming} incoming transfers; try again later",
+            )
         try:
             free = os.statvfs(self._data_dir)
             if offer.size > free.f_bavail * free.f_frsize:
@@ -466,7 +502,9 @@ class TransferEndpoint:
             pass
         return None
 
-    def _on_offer(self, data: bytes, addr: udpsocket.SockAddr, key: udpsocket.PeerKey, now: float) -> None:
+    def _on_offer(
+        self, data: bytes, addr: udpsocket.SockAddr, key: udpsocket.PeerKey, now: float
+    ) -> None:
         try:
             offer = pk.decode(data)
         except pk.PacketError:
@@ -478,24 +516,45 @@ class TransferEndpoint:
         file: BinaryIO | None = None
         if refusal is None:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+                fd = os.open(
+                    temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600
+                )
                 file = open(fd, "wb", buffering=0)  # noqa: SIM115 - owned by the transfer
             except OSError as exc:
                 refusal = ("io_error", f"the receiver cannot create a file: {exc.strerror or exc}")
         if refusal is not None or file is None:
             code, message = refusal or ("io_error", "cannot create a file")
             self.stats.offers_refused += 1
-            log.info("uvf.offer_refused", peer=f"{key[0]}:{key[1]}", code=code, reason=message,
-                     file=offer.filename[:80])
+            log.info(
+                "uvf.offer_refused",
+                peer=f"{key[0]}:{key[1]}",
+                code=code,
+                reason=message,
+                file=offer.filename[:80],
+            )
             abort = pk.encode_abort(pk.Abort(offer.transfer_id, code, message))
             self._send(addr, [abort])
             return
         core = Receiver(offer, peer=key, writer=file, now=now, config=self._receiver_config)
         transfer = _Transfer(
-            core=core, key=key, sockaddr=addr, peer_name=offer.sender_name, filename=offer.filename,
-            size=offer.size, started=now, file=file, outgoing=False, temp_path=temp,
-            log=log.bind(transfer=f"{offer.transfer_id:016x}", peer=f"{key[0]}:{key[1]}",
-                         direction="in", sender=offer.sender_name, file=offer.filename, size=offer.size),
+            core=core,
+            key=key,
+            sockaddr=addr,
+            peer_name=offer.sender_name,
+            filename=offer.filename,
+            size=offer.size,
+            started=now,
+            file=file,
+            outgoing=False,
+            temp_path=temp,
+            log=log.bind(
+                transfer=f"{offer.transfer_id:016x}",
+                peer=f"{key[0]}:{key[1]}",
+                direction="in",
+                sender=offer.sender_name,
+                file=offer.filename,
+                size=offer.size,
+            ),
         )
         self._transfers[offer.transfer_id] = transfer
         self._idle.clear()
@@ -540,19 +599,36 @@ class TransferEndpoint:
             elif isinstance(event, TransferCompleted):
                 if transfer.outgoing and transfer.future is not None and not transfer.future.done():
                     self.stats.transfers_completed += 1
-                    transfer.log.info("uvf.transfer", outcome="ok", saved_as=event.saved_name,
-                                      duration_ms=duration_ms, retransmissions=transfer.reported_retx)
+                    transfer.log.info(
+                        "uvf.transfer",
+                        outcome="ok",
+                        saved_as=event.saved_name,
+                        duration_ms=duration_ms,
+                        retransmissions=transfer.reported_retx,
+                    )
                     if transfer.progress is not None:
                         transfer.progress.finish(transfer.size, now)
-                    self._emit(transfer, "outgoing_done", message=f"saved by the peer as {event.saved_name}")
+                    self._emit(
+                        transfer,
+                        "outgoing_done",
+                        message=f"saved by the peer as {event.saved_name}",
+                    )
                     transfer.future.set_result(transfer.size)
             elif isinstance(event, TransferFailed):
                 self.stats.transfers_failed += 1
                 message = f"{'peer: ' if event.by_peer else ''}{event.message}"
-                transfer.log.info("uvf.transfer", outcome="failed", code=event.code, reason=event.message,
-                                  by_peer=event.by_peer, duration_ms=duration_ms)
+                transfer.log.info(
+                    "uvf.transfer",
+                    outcome="failed",
+                    code=event.code,
+                    reason=event.message,
+                    by_peer=event.by_peer,
+                    duration_ms=duration_ms,
+                )
                 if transfer.progress is not None:
-                    transfer.progress.finish(core.acked_bytes if isinstance(core, Sender) else 0, now, ok=False)
+                    transfer.progress.finish(
+                        core.acked_bytes if isinstance(core, Sender) else 0, now, ok=False
+                    )
                 kind = "outgoing_failed" if transfer.outgoing else "incoming_failed"
                 self._emit(transfer, kind, message=message, code=event.code)
                 if transfer.future is not None and not transfer.future.done():
@@ -565,7 +641,9 @@ class TransferEndpoint:
         assert isinstance(core, Receiver) and transfer.temp_path is not None
         base = names.saved_name(transfer.peer_name, transfer.filename)
         try:
-            final = await asyncio.to_thread(_save, transfer.file, transfer.temp_path, self._data_dir, base)
+            final = await asyncio.to_thread(
+                _save, transfer.file, transfer.temp_path, self._data_dir, base
+            )
         except OSError as exc:
             transfer.log.warning("uvf.save_failed", error=str(exc))
             core.abort("io_error", f"the receiver could not save the file: {exc.strerror or exc}")
@@ -573,8 +651,12 @@ class TransferEndpoint:
             transfer.final_path = final
             core.confirm_saved(final.name, self._loop.time())
             self.stats.transfers_completed += 1
-            transfer.log.info("uvf.transfer", outcome="ok", saved_as=final.name,
-                              duration_ms=int((self._loop.time() - transfer.started) * 1000))
+            transfer.log.info(
+                "uvf.transfer",
+                outcome="ok",
+                saved_as=final.name,
+                duration_ms=int((self._loop.time() - transfer.started) * 1000),
+            )
             self._emit(transfer, "incoming_done", path=final)
         finally:
             transfer.finalizing = None
@@ -605,20 +687,36 @@ class TransferEndpoint:
         if transfer.outgoing:
             transfer.file.close()
             if transfer.future is not None and not transfer.future.done():
-                transfer.future.set_exception(TransferError("closed", "the transfer endpoint closed"))
+                transfer.future.set_exception(
+                    TransferError("closed", "the transfer endpoint closed")
+                )
         else:
             self._discard_temp(transfer)
 
-    def _emit(self, transfer: _Transfer, kind: str, *, message: str = "", code: str = "",
-              path: Path | None = None) -> None:
+    def _emit(
+        self,
+        transfer: _Transfer,
+        kind: str,
+        *,
+        message: str = "",
+        code: str = "",
+        path: Path | None = None,
+    ) -> None:
         if self._on_event is None:
             return
         core = transfer.core
         done = core.acked_bytes if isinstance(core, Sender) else core.received_bytes
         event = TransferEvent(
-            kind=kind, peer_name=transfer.peer_name, filename=transfer.filename,
-            path=path or transfer.final_path, size=transfer.size, message=message,
-            transfer_id=transfer.tid, peer=transfer.key, done_bytes=done, code=code,
+            kind=kind,
+            peer_name=transfer.peer_name,
+            filename=transfer.filename,
+            path=path or transfer.final_path,
+            size=transfer.size,
+            message=message,
+            transfer_id=transfer.tid,
+            peer=transfer.key,
+            done_bytes=done,
+            code=code,
             direction="out" if transfer.outgoing else "in",
         )
         try:

@@ -251,7 +251,12 @@ def encode_abort(p: Abort) -> bytes:
     message = p.message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]
     # Cutting at a byte limit can split a character; keep the message decodable.
     message = message.decode("utf-8", "ignore").encode("utf-8")
-    return _header(PacketType.ABORT, p.transfer_id) + _ABORT_BODY.pack(len(code), len(message)) + code + message
+    return (
+        _header(PacketType.ABORT, p.transfer_id)
+        + _ABORT_BODY.pack(len(code), len(message))
+        + code
+        + message
+    )
 
 
 def encode(p: Packet) -> bytes:
@@ -352,4 +357,6 @@ def decode(data: bytes) -> Packet:
     pos = body + _ABORT_BODY.size
     if pos + code_len + message_len != size or code_len > MAX_CODE_BYTES:
         raise PacketError("malformed", "ABORT lengths do not add up")
-    return Abort(tid, _decode_text(data[pos : pos + code_len]), _decode_text(data[pos + code_len :]))
+    return Abort(
+        tid, _decode_text(data[pos : pos + code_len]), _decode_text(data[pos + code_len :])
+    )

@@ -19,7 +19,7 @@ class RangeSetFull(Exception):
 
 
 class RangeSet:
-    __slots__ = ("_starts", "_ends", "_max_ranges")
+    __slots__ = ("_ends", "_max_ranges", "_starts")
 
     def __init__(self, max_ranges: int = DEFAULT_MAX_RANGES) -> None:
         self._starts: list[int] = []

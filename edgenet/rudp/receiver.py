@@ -124,7 +124,9 @@ class Receiver:
         self.state = ReceiverState.DONE
         self._saved_name = saved_name
         self._done_due = True
-        linger = self._config.linger if self._config.linger is not None else self._config.idle_timeout
+        linger = (
+            self._config.linger if self._config.linger is not None else self._config.idle_timeout
+        )
         self._linger_deadline = now + linger
 
     def abort(self, code: str, message: str) -> None:
@@ -184,7 +186,14 @@ class Receiver:
         if self._ack_due and self.state is not ReceiverState.DONE:
             self._ack_due = False
             delay = int((now - self._echo_time) * 1e6)
-            ack = pk.Ack(tid, self._cum, self._cum + self.window, self._echo, max(delay, 0), tuple(self._above))
+            ack = pk.Ack(
+                tid,
+                self._cum,
+                self._cum + self.window,
+                self._echo,
+                max(delay, 0),
+                tuple(self._above),
+            )
             out.append(pk.encode_ack(ack))
             self.acks_sent += 1
         if self._done_due and self.state is ReceiverState.DONE:
@@ -208,7 +217,10 @@ class Receiver:
                 self._linger_deadline = None
                 self._events.append(TransferCompleted(self.transfer_id, self._saved_name))
             return
-        if self.state is ReceiverState.RECEIVING and now >= self._last_heard + self._config.idle_timeout:
+        if (
+            self.state is ReceiverState.RECEIVING
+            and now >= self._last_heard + self._config.idle_timeout
+        ):
             self.abort("timeout", f"sender went silent for {self._config.idle_timeout:g} s")
 
     # -- internals ------------------------------------------------------------------------------

@@ -207,7 +207,9 @@ class Sender:
             return
         if now >= self._last_heard + self._config.idle_timeout:
             idle = self._config.idle_timeout
-            what = "did not answer the offer" if self.state is SenderState.OFFERING else "went silent"
+            what = (
+                "did not answer the offer" if self.state is SenderState.OFFERING else "went silent"
+            )
             self.abort("timeout", f"peer {what} for {idle:g} s")
             return
         if self._deadline is not None and now >= self._deadline:

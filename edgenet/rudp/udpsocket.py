@@ -163,7 +163,10 @@ class BatchSender:
             try:
                 if j - i > 1:
                     sock.sendmsg(
-                        [b"".join(datagrams[i:j])], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr
+                        [b"".join(datagrams[i:j])],
+                        [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))],
+                        0,
+                        addr,
                     )
                 else:
                     sock.sendto(first, addr)
@@ -171,7 +174,12 @@ class BatchSender:
             except (BlockingIOError, InterruptedError):
                 raise SendBlocked(i) from None
             except OSError as exc:
-                if j - i > 1 and exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                if j - i > 1 and exc.errno in (
+                    errno.EIO,
+                    errno.EINVAL,
+                    errno.ENOPROTOOPT,
+                    errno.EOPNOTSUPP,
+                ):
                     self.gso = False  # the kernel or the route does not do GSO: retry plainly
                     continue
                 self.errors += 1
