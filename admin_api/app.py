@@ -64,7 +64,7 @@ def _page_csp(page: bytes) -> str:
     style run (by hash) and lets it talk only to this server."""
     def hashes(tag: str) -> str:
         blocks = re.findall(rb"<" + tag.encode() + rb">(.*?)</" + tag.encode() + rb">", page,
-                            re.S)
+                            re.DOTALL)
         return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'"
                         for b in blocks)
     return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "

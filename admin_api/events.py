@@ -14,8 +14,9 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 #: Events kept for ``GET /api/v1/events``.
 DEFAULT_CAPACITY = 2000
@@ -87,7 +88,7 @@ class EventBuffer:
     def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
         try:
             self.record(event_dict)
-        except Exception:  # logging must never fail because of the admin API
+        except Exception:  # noqa: BLE001 - logging must never fail because of the admin API
             self.listener_errors += 1
         return event_dict
 
@@ -110,7 +111,7 @@ class EventBuffer:
         for listener in list(self.listeners):
             try:
                 listener(entry)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a listener's bug must not break logging
                 self.listener_errors += 1
         if self._subscribers:
             self._publish(entry)
@@ -192,6 +193,4 @@ def matches(entry: dict[str, Any], device: str | None, events: frozenset[str] | 
         return False
     if events is not None and entry.get("event") not in events:
         return False
-    if since is not None and float(entry.get("ts", 0.0)) < since:
-        return False
-    return True
+    return since is None or float(entry.get("ts", 0.0)) >= since

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 

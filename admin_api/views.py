@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -249,7 +250,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 def _sse(entry: dict[str, Any]) -> bytes:
     data = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {entry['seq']}\ndata: {data}\n\n".encode("utf-8")
+    return f"id: {entry['seq']}\ndata: {data}\n\n".encode()
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -275,10 +276,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         await resp.write(b"retry: 3000\n: connected\n\n")
         sent = last if last is not None else ctx.events.last_seq
         if last is not None:
-            for entry in ctx.events.after(last):
-                if matches(entry, device, names):
-                    await resp.write(_sse(entry))
-                sent = entry["seq"]
+            for old in ctx.events.after(last):
+                if matches(old, device, names):
+                    await resp.write(_sse(old))
+                sent = old["seq"]
         while sub.ended is None:
             try:
                 entry = await asyncio.wait_for(sub.queue.get(), ctx.keepalive)
@@ -291,7 +292,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             if matches(entry, device, names):
                 await resp.write(_sse(entry))
         await resp.write(f"event: end\ndata: {json.dumps({'reason': sub.ended})}\n\n"
-                         .encode("utf-8"))
+                         .encode())
     except ConnectionError:
         pass  # the client went away
     finally:

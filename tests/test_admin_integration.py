@@ -240,7 +240,7 @@ def test_admin_options_refuse_unsafe_or_busy_setups(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "edgenet", "server", "0", "3", "--host", "127.0.0.1",
             "--credentials", str(creds), "--data-dir", str(tmp_path / "data")]
     done = subprocess.run(base + ["--admin-host", "0.0.0.0", "--admin-port", "0"], cwd=ROOT,
-                          env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+                          env=env, capture_output=True, check=False, timeout=30, stdin=subprocess.DEVNULL)
     lines = done.stderr.decode().strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1, done.stderr
     assert "without a token" in lines[0]
@@ -250,7 +250,7 @@ def test_admin_options_refuse_unsafe_or_busy_setups(tmp_path: Path) -> None:
         busy.listen()
         taken = busy.getsockname()[1]
         done = subprocess.run(base + ["--admin-port", str(taken), "--log-format", "json"],
-                              cwd=ROOT, env=env, capture_output=True, timeout=30,
+                              cwd=ROOT, env=env, capture_output=True, check=False, timeout=30,
                               stdin=subprocess.DEVNULL)
     errors = [line for line in done.stderr.decode().splitlines() if not line.startswith("{")]
     assert done.returncode == 1 and errors == [

@@ -11,9 +11,10 @@ import contextlib
 import json
 import time
 import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import structlog
 
@@ -21,7 +22,15 @@ from admin_api import AdminService, EventBuffer, install_admin
 from edgenet.config import ServerConfig
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
-from edgenet.wire.frames import NEED_DATA, BodyChunk, BodyEnd, Closed, FrameDecoder, Header, encode_frame
+from edgenet.wire.frames import (
+    NEED_DATA,
+    BodyChunk,
+    BodyEnd,
+    Closed,
+    FrameDecoder,
+    Header,
+    encode_frame,
+)
 
 TOKEN = "s3cret-admin-token"
 CREDENTIALS = "alpha alphapass\nbeta betapass\ngamma gammapass\n"
