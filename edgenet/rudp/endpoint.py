@@ -22,7 +22,7 @@ import ipaddress
 import os
 import secrets
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,9 @@ log = structlog.get_logger(__name__)
 MAX_SEND_QUEUE = 8192
 #: How often "progress" events are offered to ``on_event`` per transfer.
 PROGRESS_EVENT_INTERVAL = 1.0
+#: Ids of recently ended transfers remembered (for 2 x idle timeout) so that a late duplicate
+#: OFFER does not start the same transfer again.
+MAX_RECENT_IDS = 1024
 _SENDER_TYPES = frozenset(
     {pk.PacketType.ACCEPT, pk.PacketType.ACK, pk.PacketType.DONE, pk.PacketType.ABORT}
 )
@@ -152,7 +155,7 @@ class _Transfer:
     final_path: Path | None = None
     finalizing: asyncio.Task[None] | None = None
     reported_retx: int = 0
-    last_progress_event: float = 0.0
+    last_progress_event: float = float("inf")  # set to the start time on creation
     ended: bool = False
 
     @property
@@ -241,6 +244,7 @@ class TransferEndpoint:
         self._progress_stream = progress_stream
         self.stats = EndpointStats()
         self._transfers: dict[int, _Transfer] = {}
+        self._recent: OrderedDict[int, float] = OrderedDict()  # ended transfer id -> expiry
         self._gro = options.use_gro and udpsocket.enable_gro(sock)
         self._sender = udpsocket.BatchSender(sock, options.use_gso)
         self._send_queue: deque[tuple[udpsocket.SockAddr, bytes]] = deque()
@@ -453,7 +457,7 @@ class TransferEndpoint:
             return
         transfer = self._transfers.get(tid)
         if transfer is None:
-            if ptype == pk.PacketType.OFFER:
+            if ptype == pk.PacketType.OFFER and not self._recently_ended(tid, now):
                 self._on_offer(data, addr, key, now)
             elif pk.PacketType.OFFER <= ptype <= pk.PacketType.ABORT:
                 stats.dropped_unknown += 1
@@ -578,10 +582,11 @@ class TransferEndpoint:
             if transfer.progress is not None:
                 transfer.progress.update(core.acked_bytes, now)
         self._handle_events(transfer, now)
+        if transfer.last_progress_event == float("inf"):
+            transfer.last_progress_event = transfer.started
         if now - transfer.last_progress_event >= PROGRESS_EVENT_INTERVAL and transfer.running:
             transfer.last_progress_event = now
-            if now > transfer.started:
-                self._emit(transfer, "progress")
+            self._emit(transfer, "progress")
         if core.finished:
             self._end(transfer)
             self._transfers.pop(core.transfer_id, None)
@@ -680,10 +685,20 @@ class TransferEndpoint:
             except OSError as exc:
                 transfer.log.warning("uvf.temp_not_removed", error=str(exc))
 
+    def _recently_ended(self, tid: int, now: float) -> bool:
+        recent = self._recent
+        while recent:
+            oldest, expiry = next(iter(recent.items()))
+            if expiry > now and len(recent) <= MAX_RECENT_IDS:
+                break
+            del recent[oldest]
+        return tid in recent
+
     def _end(self, transfer: _Transfer) -> None:
         if transfer.ended:
             return
         transfer.ended = True
+        self._recent[transfer.core.transfer_id] = self._loop.time() + 2 * self._options.idle_timeout
         if transfer.outgoing:
             transfer.file.close()
             if transfer.future is not None and not transfer.future.done():
