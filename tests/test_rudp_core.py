@@ -186,6 +186,7 @@ def test_receiver_window_bounds_buffer() -> None:
         data, channel, receiver_config=ReceiverConfig(window_bytes=16 * 1000)
     )
     assert receiver is not None and receiver.window == 16
+    assert receiver.dropped_window == 0  # the sender never sent past the advertised limit
     assert sink.getvalue() == data
 
 

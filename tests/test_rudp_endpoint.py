@@ -379,6 +379,23 @@ async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(
     assert sha(tmp_path / "v4" / "dual_f.bin") == sha(src)
 
 
+async def test_plain_socket_path_without_gso_gro(tmp_path: Path, pair: Callable[..., object]) -> None:
+    src = make_file(tmp_path / "f.bin", 5_000_000)
+    opts = TransferOptions(use_gso=False, use_gro=False)
+    alpha = await pair("alpha", options=opts)  # type: ignore[misc]
+    beta = await pair("beta", options=opts)  # type: ignore[misc]
+    assert await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20) == 5_000_000
+    assert sha(tmp_path / "beta" / "alpha_f.bin") == sha(src)
+
+
+async def test_large_chunk_option(tmp_path: Path, pair: Callable[..., object]) -> None:
+    src = make_file(tmp_path / "f.bin", 5_000_000 + 7)
+    alpha = await pair("alpha", options=TransferOptions(chunk_size=8192))  # type: ignore[misc]
+    beta = await pair("beta")  # type: ignore[misc]
+    assert await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20) == 5_000_007
+    assert sha(tmp_path / "beta" / "alpha_f.bin") == sha(src)
+
+
 async def test_bind_taken_port_raises_oserror(tmp_path: Path, pair: Callable[..., object]) -> None:
     alpha = await pair("alpha")  # type: ignore[misc]
     with pytest.raises(OSError):
