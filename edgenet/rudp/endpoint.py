@@ -17,7 +17,6 @@ offered SHA-256, fsynced and linked into place under ``<sender>_<name>`` (number
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import os
 import secrets
@@ -30,14 +29,17 @@ from typing import BinaryIO, TextIO
 
 import structlog
 
-from . import names, udpsocket
+from . import files, names, udpsocket
 from . import packet as pk
 from .congestion import CongestionConfig
 from .events import DataComplete, OfferAccepted, TransferCompleted, TransferFailed
+from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
 from .progress import ProgressBar
 from .receiver import Receiver, ReceiverConfig, ReceiverState
 from .recovery import RtoConfig
 from .sender import Sender, SenderConfig
+
+__all__ = ["EndpointStats", "TransferEndpoint", "TransferError", "TransferEvent", "TransferOptions"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,80 +63,6 @@ _RECEIVER_TYPES = frozenset(
         pk.PacketType.ABORT,
     }
 )
-
-
-@dataclass(frozen=True)
-class TransferOptions:
-    #: Bytes of file data per datagram; 1400 keeps datagrams (20-byte header) inside a
-    #: 1500-byte IPv4 MTU. Up to 65487 on fast local links that carry large datagrams.
-    chunk_size: int = 1400
-    #: Largest incoming file accepted (4 GiB).
-    max_file_size: int = 4 * 2**30
-    #: Concurrent incoming transfers; further offers are refused with "busy".
-    max_incoming: int = 8
-    #: Concurrent outgoing transfers from this endpoint.
-    max_outgoing: int = 32
-    #: A peer silent this long ends the transfer on this side with "timeout".
-    idle_timeout: float = 10.0
-    #: Receive window (reorder buffer) per incoming transfer, in bytes.
-    window_bytes: int = 8 * 2**20
-    #: SO_RCVBUF / SO_SNDBUF requested (the OS may cap it, e.g. net.core.rmem_max).
-    socket_buffer: int = 4 * 2**20
-    initial_rto: float = 1.0
-    min_rto: float = 0.2
-    max_rto: float = 4.0
-    use_gso: bool = True
-    use_gro: bool = True
-
-    def __post_init__(self) -> None:
-        if not pk.MIN_CHUNK_SIZE <= self.chunk_size <= pk.MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be in [{pk.MIN_CHUNK_SIZE}, {pk.MAX_CHUNK_SIZE}]")
-        if self.idle_timeout <= 0 or self.max_incoming < 0 or self.max_file_size < 0:
-            raise ValueError("idle_timeout must be > 0; limits must be >= 0")
-
-
-@dataclass(frozen=True)
-class TransferEvent:
-    """What happened to a transfer, for the client shell. ``kind`` is one of
-    incoming_started, incoming_done, incoming_failed, outgoing_started, outgoing_done,
-    outgoing_failed, progress."""
-
-    kind: str
-    peer_name: str
-    filename: str
-    path: Path | None
-    size: int
-    message: str = ""
-    transfer_id: str = ""
-    peer: tuple[str, int] | None = None
-    done_bytes: int = 0
-    code: str = ""
-    direction: str = ""
-
-
-class TransferError(Exception):
-    """A transfer that did not succeed; ``message`` is one line for a user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class EndpointStats:
-    datagrams_received: int = 0
-    datagrams_sent: int = 0
-    dropped_unknown: int = 0
-    dropped_malformed: int = 0
-    dropped_bad_version: int = 0
-    dropped_wrong_peer: int = 0
-    offers_refused: int = 0
-    retransmissions: int = 0
-    send_errors: int = 0
-    send_queue_dropped: int = 0
-    transfers_completed: int = 0
-    transfers_failed: int = 0
 
 
 @dataclass(eq=False)
@@ -169,62 +97,6 @@ class _Transfer:
         if isinstance(self.core, Receiver):
             return self.core.state not in (ReceiverState.DONE, ReceiverState.FAILED)
         return not self.core.finished
-
-
-class _FileReader:
-    def __init__(self, file: BinaryIO) -> None:
-        self._fd = file.fileno()
-        self._file = file
-
-    def read(self, offset: int, size: int) -> bytes:
-        if hasattr(os, "pread"):
-            return os.pread(self._fd, size, offset)
-        self._file.seek(offset)
-        return self._file.read(size)
-
-
-def _sha256_of(file: BinaryIO) -> tuple[bytes, int]:
-    digest = hashlib.sha256()
-    size = 0
-    file.seek(0)
-    while block := file.read(1 << 20):
-        digest.update(block)
-        size += len(block)
-    return digest.digest(), size
-
-
-def _save(file: BinaryIO, temp: Path, data_dir: Path, base_name: str) -> Path:
-    """fsync the temp file, then link it under the first free numbered name (never
-    overwriting), drop the temp name and fsync the directory. Runs in a worker thread."""
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
-    for candidate in names.numbered_names(base_name):
-        target = data_dir / candidate
-        try:
-            os.link(temp, target)
-        except FileExistsError:
-            continue
-        except OSError:
-            # No hard links on this file system: check-then-rename (a tiny race, documented).
-            if target.exists():
-                continue
-            os.replace(temp, target)
-        else:
-            os.unlink(temp)
-        break
-    else:
-        raise OSError(f"every numbered variant of {base_name!r} is taken")
-    if hasattr(os, "O_DIRECTORY"):
-        try:
-            fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-    return target
 
 
 class TransferEndpoint:
@@ -273,7 +145,7 @@ class TransferEndpoint:
         port: int,
         data_dir: Path,
         *,
-        options: TransferOptions = TransferOptions(),
+        options: TransferOptions = TransferOptions(),  # noqa: B008 - frozen, so safe to share
         on_event: Callable[[TransferEvent], None] | None = None,
         progress_stream: TextIO | None = None,
     ) -> TransferEndpoint:
@@ -333,7 +205,7 @@ class TransferEndpoint:
         try:
             if not os.path.isfile(path):
                 raise TransferError("unreadable", f"{path} is not a regular file")
-            digest, size = await asyncio.to_thread(_sha256_of, file)
+            digest, size = await asyncio.to_thread(files.sha256_of, file)
             if self._closed:
                 raise TransferError("closed", "the transfer endpoint is closed")
         except BaseException:
@@ -348,7 +220,7 @@ class TransferEndpoint:
             filename=path.name,
             size=size,
             sha256=digest,
-            reader=_FileReader(file),
+            reader=files.FileReader(file),
             now=now,
             config=self._sender_config,
         )
@@ -520,10 +392,7 @@ class TransferEndpoint:
         file: BinaryIO | None = None
         if refusal is None:
             try:
-                fd = os.open(
-                    temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600
-                )
-                file = open(fd, "wb", buffering=0)  # noqa: SIM115 - owned by the transfer
+                file = files.create_temp(temp)
             except OSError as exc:
                 refusal = ("io_error", f"the receiver cannot create a file: {exc.strerror or exc}")
         if refusal is not None or file is None:
@@ -647,7 +516,7 @@ class TransferEndpoint:
         base = names.saved_name(transfer.peer_name, transfer.filename)
         try:
             final = await asyncio.to_thread(
-                _save, transfer.file, transfer.temp_path, self._data_dir, base
+                files.save_verified, transfer.file, transfer.temp_path, self._data_dir, base
             )
         except OSError as exc:
             transfer.log.warning("uvf.save_failed", error=str(exc))

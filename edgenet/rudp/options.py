@@ -1,0 +1,82 @@
+"""The public value types of the UVF adapter: options, events, errors, counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import packet as pk
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    #: Bytes of file data per datagram; 1400 keeps datagrams (20-byte header) inside a
+    #: 1500-byte IPv4 MTU. Up to 65487 on fast local links that carry large datagrams.
+    chunk_size: int = 1400
+    #: Largest incoming file accepted (4 GiB).
+    max_file_size: int = 4 * 2**30
+    #: Concurrent incoming transfers; further offers are refused with "busy".
+    max_incoming: int = 8
+    #: Concurrent outgoing transfers from this endpoint.
+    max_outgoing: int = 32
+    #: A peer silent this long ends the transfer on this side with "timeout".
+    idle_timeout: float = 10.0
+    #: Receive window (reorder buffer) per incoming transfer, in bytes.
+    window_bytes: int = 8 * 2**20
+    #: SO_RCVBUF / SO_SNDBUF requested (the OS may cap it, e.g. net.core.rmem_max).
+    socket_buffer: int = 4 * 2**20
+    initial_rto: float = 1.0
+    min_rto: float = 0.2
+    max_rto: float = 4.0
+    use_gso: bool = True
+    use_gro: bool = True
+
+    def __post_init__(self) -> None:
+        if not pk.MIN_CHUNK_SIZE <= self.chunk_size <= pk.MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in [{pk.MIN_CHUNK_SIZE}, {pk.MAX_CHUNK_SIZE}]")
+        if self.idle_timeout <= 0 or self.max_incoming < 0 or self.max_file_size < 0:
+            raise ValueError("idle_timeout must be > 0; limits must be >= 0")
+
+
+@dataclass(frozen=True)
+class TransferEvent:
+    """What happened to a transfer, for the client shell. ``kind`` is one of
+    incoming_started, incoming_done, incoming_failed, outgoing_started, outgoing_done,
+    outgoing_failed, progress."""
+
+    kind: str
+    peer_name: str
+    filename: str
+    path: Path | None
+    size: int
+    message: str = ""
+    transfer_id: str = ""
+    peer: tuple[str, int] | None = None
+    done_bytes: int = 0
+    code: str = ""
+    direction: str = ""
+
+
+class TransferError(Exception):
+    """A transfer that did not succeed; ``message`` is one line for a user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class EndpointStats:
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    dropped_unknown: int = 0
+    dropped_malformed: int = 0
+    dropped_bad_version: int = 0
+    dropped_wrong_peer: int = 0
+    offers_refused: int = 0
+    retransmissions: int = 0
+    send_errors: int = 0
+    send_queue_dropped: int = 0
+    transfers_completed: int = 0
+    transfers_failed: int = 0
