@@ -379,12 +379,17 @@ async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(
     assert sha(tmp_path / "v4" / "dual_f.bin") == sha(src)
 
 
-async def test_plain_socket_path_without_gso_gro(tmp_path: Path, pair: Callable[..., object]) -> None:
+async def test_plain_socket_path_without_gso_gro(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
     src = make_file(tmp_path / "f.bin", 5_000_000)
     opts = TransferOptions(use_gso=False, use_gro=False)
     alpha = await pair("alpha", options=opts)  # type: ignore[misc]
     beta = await pair("beta", options=opts)  # type: ignore[misc]
-    assert await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20) == 5_000_000
+    assert (
+        await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20)
+        == 5_000_000
+    )
     assert sha(tmp_path / "beta" / "alpha_f.bin") == sha(src)
 
 
@@ -392,8 +397,30 @@ async def test_large_chunk_option(tmp_path: Path, pair: Callable[..., object]) -
     src = make_file(tmp_path / "f.bin", 5_000_000 + 7)
     alpha = await pair("alpha", options=TransferOptions(chunk_size=8192))  # type: ignore[misc]
     beta = await pair("beta")  # type: ignore[misc]
-    assert await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20) == 5_000_007
+    assert (
+        await asyncio.wait_for(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"), 20)
+        == 5_000_007
+    )
     assert sha(tmp_path / "beta" / "alpha_f.bin") == sha(src)
+
+
+async def test_adopts_a_bound_socket(tmp_path: Path, pair: Callable[..., object]) -> None:
+    src = make_file(tmp_path / "f.bin", 1_000_000)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    adopted = await TransferEndpoint.from_socket(sock, tmp_path / "adopted")
+    try:
+        assert adopted.port == port
+        alpha = await pair("alpha")  # type: ignore[misc]
+        assert (
+            await asyncio.wait_for(alpha.send_file(("127.0.0.1", port), src, "alpha"), 10)
+            == 1_000_000
+        )
+        assert sha(tmp_path / "adopted" / "alpha_f.bin") == sha(src)
+    finally:
+        await adopted.close()
+    assert sock.fileno() == -1  # closed with the endpoint
 
 
 async def test_bind_taken_port_raises_oserror(tmp_path: Path, pair: Callable[..., object]) -> None:

@@ -159,6 +159,25 @@ class TransferEndpoint:
             sock.close()
             raise
 
+    @classmethod
+    async def from_socket(
+        cls,
+        sock: socket.socket,
+        data_dir: Path,
+        *,
+        options: TransferOptions = TransferOptions(),  # noqa: B008 - frozen, so safe to share
+        on_event: Callable[[TransferEvent], None] | None = None,
+        progress_stream: TextIO | None = None,
+    ) -> TransferEndpoint:
+        """Adopt an already bound UDP socket (e.g. the one a client bound at start-up to
+        report its port); the endpoint owns it from now on and closes it in ``close``."""
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError("UVF needs a UDP socket")
+        udpsocket.tune_socket(sock, options.socket_buffer)
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(sock, data_dir, options, on_event, progress_stream)
+
     # -- public API ------------------------------------------------------------------------------
 
     @property

@@ -47,17 +47,22 @@ def open_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             except OSError:
                 pass
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
-            except OSError:
-                pass
+        tune_socket(sock, buffer_bytes)
         sock.bind((host, port))
-        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def tune_socket(sock: socket.socket, buffer_bytes: int) -> None:
+    """Ask for large socket buffers (best effort) and make the socket non-blocking."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
+        except OSError:
+            pass
+    sock.setblocking(False)
 
 
 def enable_gro(sock: socket.socket) -> bool:
