@@ -76,3 +76,47 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 ])
 def test_average_is_a_plain_decimal(total: int, count: int, text: str) -> None:
     assert average(total, count) == text
+
+
+@pytest.mark.parametrize("data", [
+    b"1\n-2\n", b"-1\r\n2\r\n", b"5\n" * 5000, b"-" + b"9" * 4000 + b"\n", b"0\n-0\n",
+])
+def test_fast_path_accepts_valid_blocks(data: bytes) -> None:
+    from edgenet.server.compute import _block_is_valid
+
+    assert _block_is_valid(data)
+
+
+@pytest.mark.parametrize("data", [
+    b"\n1\n", b"1\n\n", b"1-\n", b"--1\n", b"-\n", b"1\r\r\n", b"\r\n", b"1\n\r\n", b"1\r2\n",
+    b"1 \n", b"-\r\n", b"1\n2-3\n", b"x\n", b"1\n-\n2\n",
+])
+def test_fast_path_refuses_what_the_regex_refuses(data: bytes) -> None:
+    import re
+
+    from edgenet.server.compute import _block_is_valid
+
+    assert not re.fullmatch(rb"(?:-?[0-9]+\r?\n)*", data)
+    assert not _block_is_valid(data)
+
+
+def test_line_length_limit_is_exact() -> None:
+    ok = b"1" * 4096 + b"\n"
+    assert validate(b"5\n" + ok, 1 << 20) == 2
+    with pytest.raises(DataError):
+        validate(b"5\n" + b"1" * 4097 + b"\n5\n", 1 << 20)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fast_path_agrees_with_regex_on_random_lines(seed: int) -> None:
+    import random
+    import re
+
+    from edgenet.server.compute import _block_is_valid
+
+    rng = random.Random(seed)
+    alphabet = [b"1", b"23", b"-", b"\n", b"\r\n", b"\r", b"x", b"0"]
+    for _ in range(300):
+        block = b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) + b"\n"
+        expect = bool(re.fullmatch(rb"(?:-?[0-9]+\r?\n)*", block))
+        assert _block_is_valid(block) == expect, block

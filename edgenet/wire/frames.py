@@ -105,6 +105,9 @@ class FrameDecoder:
         self._max_header = max_header
         self._max_body = max_body
         self._buf = bytearray()
+        #: Body bytes received while nothing else was buffered: handed out as they
+        #: are, without copying them through ``_buf`` (uploads run at disk speed).
+        self._direct: bytes = b""
         self._body_left = 0
         self._in_body = False
         self._eof = False
@@ -116,14 +119,20 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + len(self._direct)
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer; ``b""`` means end of stream."""
         if data:
             if self._eof:
                 raise RuntimeError("data after EOF")
-            self._buf += data
+            if self._in_body and not self._buf and not self._direct:
+                self._direct = bytes(data)
+            else:
+                if self._direct:
+                    self._buf += self._direct
+                    self._direct = b""
+                self._buf += data
         else:
             self._eof = True
 
@@ -140,7 +149,18 @@ class FrameDecoder:
         if self._in_body:
             if self._body_left == 0:
                 self._in_body = False
+                if self._direct:  # bytes after the body: the next frame
+                    self._buf += self._direct
+                    self._direct = b""
                 return BodyEnd()
+            if self._direct:
+                n = min(self._body_left, len(self._direct), MAX_CHUNK)
+                if n == len(self._direct):
+                    chunk, self._direct = self._direct, b""
+                else:
+                    chunk, self._direct = self._direct[:n], self._direct[n:]
+                self._body_left -= n
+                return BodyChunk(chunk)
             if not self._buf:
                 if self._eof:
                     raise FrameError("truncated", "connection closed in the middle of a body")
