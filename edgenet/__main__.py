@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgenet import __version__
+from edgenet.client.options import add_options as add_headless_options
 
 ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
                   "The valid value of argument number is an integer between 1 and 5")
@@ -40,12 +41,18 @@ def _positive(text: str, what: str) -> float:
     return value
 
 
+def _count(text: str, what: str, minimum: int = 0) -> int:
+    if not text.strip().isdigit() or int(text) < minimum:
+        raise UsageError(f"Invalid {what}: {text}. It must be an integer of at least {minimum}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgenet", description="edgenet: an edge-device network (central server and "
                                     "edge-device clients).")
     parser.add_argument("--version", action="version", version=f"edgenet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{server,client}")
+    sub = parser.add_subparsers(dest="command", metavar="{server,client,hash-password}")
     sub.required = True
 
     srv = sub.add_parser("server", help="run the central server",
@@ -78,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--no-admin", action="store_true", help="do not run the admin HTTP API")
     srv.add_argument("--admin-token", default=None,
                      help="bearer token for the admin API (or EDGENET_ADMIN_TOKEN)")
+    lim = srv.add_argument_group("limits and TLS (see docs/SECURITY.md)")
+    lim.add_argument("--max-connections", default="10000", metavar="N",
+                     help="open device connections at most (default 10000)")
+    lim.add_argument("--login-rate", default="60", metavar="N",
+                     help="failed logins per minute allowed per IP address; 0: no limit "
+                          "(default 60)")
+    lim.add_argument("--login-timeout", default="30", metavar="SECONDS",
+                     help="close a connection that has not logged in after this long "
+                          "(default 30)")
+    lim.add_argument("--send-timeout", default="30", metavar="SECONDS",
+                     help="drop a device that does not read its replies for this long "
+                          "(default 30)")
+    lim.add_argument("--shutdown-grace", default="5", metavar="SECONDS",
+                     help="on SIGTERM/SIGINT, time given to uploads in flight (default 5)")
+    lim.add_argument("--tls-cert", default=None, metavar="FILE",
+                     help="PEM certificate chain: serve devices over TLS (with --tls-key)")
+    lim.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
 
     cli = sub.add_parser("client", help="run an edge device (interactive or scripted)",
                          description="Run an edge device: log in to the server at "
@@ -92,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where generated and received files live (default .)")
     cli.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
                      help="format of the client's own diagnostics on stderr")
+    cli.add_argument("--tls-ca", default=None, metavar="FILE",
+                     help="connect over TLS, verifying the server against this CA (PEM)")
+    cli.add_argument("--tls-insecure", action="store_true",
+                     help="connect over TLS WITHOUT verifying the server (test set-ups only)")
+
+    hp = sub.add_parser("hash-password", help="print a hashed credentials.txt entry",
+                        description="Read a password (prompted twice on a terminal, else one "
+                                    "line of stdin) and print a $pbkdf2-sha256$ entry for "
+                                    "credentials.txt. The password is never taken from the "
+                                    "command line.")
+    hp.add_argument("name", nargs="?", metavar="NAME",
+                    help="print a whole 'NAME HASH' line for this device name")
+    hp.add_argument("--iterations", default=None, metavar="N",
+                    help="PBKDF2 iterations (default 600000)")
+    add_headless_options(cli)
     return parser
 
 
@@ -110,6 +149,8 @@ def run_server(args: argparse.Namespace) -> int:
     block = _positive(args.block_seconds, "--block-seconds")
     heartbeat = _positive(args.heartbeat, "--heartbeat")
     max_upload = int(_positive(args.max_upload, "--max-upload"))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both or neither")
     config = ServerConfig(port=port, max_attempts=attempts, host=args.host,
                           credentials=Path(args.credentials), data_dir=Path(args.data_dir),
                           block_seconds=block, log_format=args.log_format,
@@ -118,7 +159,14 @@ def run_server(args: argparse.Namespace) -> int:
                           admin_port=_port(args.admin_port, "admin port"),
                           admin_enabled=not args.no_admin,
                           admin_token=args.admin_token or os.environ.get("EDGENET_ADMIN_TOKEN")
-                          or None)
+                          or None,
+                          max_connections=_count(args.max_connections, "--max-connections", 1),
+                          login_rate=_count(args.login_rate, "--login-rate"),
+                          login_timeout=_positive(args.login_timeout, "--login-timeout"),
+                          send_timeout=_positive(args.send_timeout, "--send-timeout"),
+                          shutdown_grace=_positive(args.shutdown_grace, "--shutdown-grace"),
+                          tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                          tls_key=Path(args.tls_key) if args.tls_key else None)
     events = None
     if config.admin_enabled:
         from admin_api import EventBuffer, admin_config_error
@@ -135,6 +183,14 @@ def run_server(args: argparse.Namespace) -> int:
     if not credentials.entries:
         print(f"edgenet: {config.credentials} lists no devices", file=sys.stderr)
         return 1
+    if config.tls_cert is not None and config.tls_key is not None:
+        from edgenet.tls import TlsSetupError, server_context
+
+        try:
+            server_context(config.tls_cert, config.tls_key)
+        except TlsSetupError as exc:
+            print(f"edgenet: {exc.message}", file=sys.stderr)
+            return 1
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -189,16 +245,40 @@ def run_client_command(args: argparse.Namespace) -> int:
     if server_port == 0:
         raise UsageError("Invalid server port: 0. It must be an integer between 1 and 65535")
     udp_port = _port(args.udp_port, "UDP port")
+    if args.tls_ca and args.tls_insecure:
+        raise UsageError("--tls-ca and --tls-insecure exclude each other: give one")
+    if args.tls_insecure:
+        print("edgenet: WARNING: --tls-insecure: the server's certificate is NOT checked; "
+              "anyone on the path can pose as the server and read the password. "
+              "Use --tls-ca FILE outside a test set-up.", file=sys.stderr)
     config = ClientConfig(server_host=args.server_ip, server_port=server_port, udp_port=udp_port,
-                          data_dir=Path(args.data_dir), log_format=args.log_format)
+                          data_dir=Path(args.data_dir), log_format=args.log_format,
+                          tls_ca=Path(args.tls_ca) if args.tls_ca else None,
+                          tls_insecure=args.tls_insecure)
+    from edgenet.client.options import HeadlessUsageError, headless_config
+
+    try:
+        headless = headless_config(args)
+    except HeadlessUsageError as exc:
+        raise UsageError(f"edgenet: {exc}") from None
+    if headless is not None:
+        from edgenet.client.headless import run_headless
+
+        return run_headless(config, headless)
     return run_client(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from edgenet.settings import resolve_args
+
+    args = resolve_args(build_parser(), argv)  # command line > EDGENET_* > --config > defaults
     try:
         if args.command == "server":
             return run_server(args)
+        if args.command == "hash-password":
+            from edgenet.server.hashcli import run_hash_password
+
+            return run_hash_password(args.name, args.iterations)
         return run_client_command(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)

@@ -23,6 +23,19 @@ class ServerConfig:
     admin_port: int = 8080
     admin_enabled: bool = True
     admin_token: str | None = None
+    #: Open device connections at most; one more is told ``server_busy`` and closed.
+    max_connections: int = 10_000
+    #: Failed logins per minute allowed per IP address (burst as large); 0: no limit.
+    login_rate: int = 60
+    #: Seconds a connection may stay without a successful login before it is closed.
+    login_timeout: float = 30.0
+    #: Seconds a reply may wait for a peer that does not read before it is dropped.
+    send_timeout: float = 30.0
+    #: Seconds in-flight uploads get to finish on SIGTERM/SIGINT before they are aborted.
+    shutdown_grace: float = 5.0
+    #: PEM certificate chain and private key: serve devices over TLS when both are set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -32,3 +45,7 @@ class ClientConfig:
     udp_port: int
     data_dir: Path = Path(".")
     log_format: str = "auto"
+    #: CA bundle (PEM) to verify a TLS server with; None: plain TCP unless tls_insecure.
+    tls_ca: Path | None = None
+    #: TLS without verifying the server's certificate (a self-signed test set-up only).
+    tls_insecure: bool = False

@@ -19,16 +19,20 @@ import structlog
 
 from edgenet import __version__
 from edgenet.config import ServerConfig
-from edgenet.server.auth import Credentials
+from edgenet.server.auth import CredentialsError, Credentials
 from edgenet.server.commands import DeviceListing
-from edgenet.server.connection import DeviceConnection
+from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
+from edgenet.server.limits import LoginRateLimiter
+from edgenet.server.login import LoginJudge
 from edgenet.server.logs import DEVICE_LOG, device_log_lines, write_atomically
 from edgenet.server.state import ActiveDevices, LockoutTracker
 from edgenet.server.store import FileStore
+from edgenet.wire import messages as m
+from edgenet.wire.frames import encode_frame
 
 log = structlog.get_logger("edgenet.server")
 
-#: Seconds given to connections to close on shutdown before they are cancelled.
+#: Seconds given to connections to close after the grace for uploads, before they are cancelled.
 SHUTDOWN_GRACE = 3.0
 
 
@@ -84,6 +88,9 @@ class EdgeServer:
         self.store = FileStore(config.data_dir)
         self.device_log = DeviceLogWriter(config.data_dir / DEVICE_LOG, self.devices)
         self.listing = DeviceListing(self.devices)
+        self.rate_limiter = LoginRateLimiter(config.login_rate)
+        self.login_judge = LoginJudge(self)
+        self.closing = False
         self.connections: set[DeviceConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -101,15 +108,27 @@ class EdgeServer:
         self.device_log.write_now()
         if self.store.removed_temporaries:
             log.info("temporaries_removed", count=self.store.removed_temporaries)
+        ssl_context, handshake_timeout = None, None
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            from edgenet.tls import HANDSHAKE_TIMEOUT, server_context
+
+            ssl_context = server_context(self.config.tls_cert, self.config.tls_key)
+            handshake_timeout = HANDSHAKE_TIMEOUT
         host: str | None = self.config.host
         family = socket.AF_UNSPEC
         if host in ("", "*"):
             host = None
         self._server = await asyncio.start_server(
             self._accept, host, self.config.port, family=family, reuse_address=True,
-            limit=256 * 1024, backlog=4096,
+            limit=256 * 1024, backlog=4096, ssl=ssl_context,
+            ssl_handshake_timeout=handshake_timeout,
         )
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
+        for repair in self.store.repairs:
+            log.warning("log_repaired", **repair)
+        if self.credentials.plain_text:
+            log.warning("credentials_plain_text", count=len(self.credentials.plain_text),
+                        hint="store hashes made by 'edgenet hash-password' instead")
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
         for hook in self.on_start:
             await hook(self)
@@ -121,15 +140,21 @@ class EdgeServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
-        """Ordered shutdown: stop accepting, tell devices, wait a bounded time, cancel."""
+        """Ordered shutdown: stop accepting, tell devices, let in-flight uploads and
+        commands finish within ``config.shutdown_grace``, then cancel what is left (an
+        upload cut short leaves no file and no log line)."""
+        self.closing = True
         if self._server is not None:
             self._server.close()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         for conn in list(self.connections):
-            conn.disconnect("shutdown", "the server is shutting down")
+            conn.shutdown()
         if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_GRACE)
+            _, pending = await asyncio.wait(list(self._tasks),
+                                            timeout=max(self.config.shutdown_grace, 0.1))
+            if pending:
+                log.warning("shutdown_aborting", connections=len(pending))
             for task in pending:
                 task.cancel()
             if pending:
@@ -144,6 +169,9 @@ class EdgeServer:
     # -- connections ----------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.closing or len(self.connections) >= self.config.max_connections:
+            self._refuse(writer)
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             try:
@@ -164,6 +192,23 @@ class EdgeServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Tell a connection over the limit (or arriving during shutdown) why, and close."""
+        if self.closing:
+            frame = encode_frame(m.notice("shutdown", SHUTDOWN_MESSAGE))
+        else:
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            log.warning("connection_refused", reason="max_connections",
+                        limit=self.config.max_connections, peer=f"{peer[0]}:{peer[1]}")
+            frame = encode_frame(m.error(
+                None, "server_busy", f"the server is at its limit of "
+                f"{self.config.max_connections} connections; try again later"))
+        try:
+            writer.write(frame)
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            pass
+        writer.close()  # flushes what is buffered, then closes
+
     async def _heartbeats(self) -> None:
         interval = max(0.05, min(1.0, self.config.heartbeat / 10))
         while True:
@@ -177,16 +222,44 @@ class EdgeServer:
 
     # -- operations for the admin API ------------------------------------------
 
-    def disconnect_device(self, name: str, message: str = "an operator disconnected this device"
-                          ) -> bool:
+    def disconnect_device(self, name: str, message: str = "an operator disconnected this device",
+                          kind: str = "disconnected") -> bool:
         dev = self.devices.get(name)
         if dev is None:
             return False
         self.devices.remove(name, session=dev.session)
         self.device_log.request()
-        log.info("disconnect", device=name, reason="admin")
-        dev.session.disconnect("disconnected", message)
+        log.info("disconnect", device=name, reason="admin" if kind == "disconnected" else kind)
+        dev.session.disconnect(kind, message)
         return True
+
+    def reload_credentials(self) -> dict[str, Any]:
+        """Re-read the credentials file (SIGHUP; the admin API). Devices no longer listed
+        are disconnected (notice ``revoked``). A file that cannot be read or parsed keeps
+        the old credentials. Returns what happened, for a JSON reply."""
+        path = self.config.credentials
+        try:
+            new = Credentials.load(path)
+        except CredentialsError as exc:
+            log.error("credentials_reload_failed", path=str(path), error=str(exc))
+            return {"reloaded": False, "error": {"code": "bad_credentials", "message": str(exc)},
+                    "devices": len(self.credentials)}
+        if not new.entries:
+            message = f"{path} lists no devices; the old credentials are kept"
+            log.error("credentials_reload_failed", path=str(path), error=message)
+            return {"reloaded": False, "error": {"code": "bad_credentials", "message": message},
+                    "devices": len(self.credentials)}
+        old = self.credentials
+        self.credentials = new
+        revoked = [d.name for d in self.devices if d.name not in new.entries]
+        for name in revoked:
+            self.disconnect_device(name, "this device's credentials were revoked", kind="revoked")
+        added = sorted(set(new.entries) - set(old.entries))
+        removed = sorted(set(old.entries) - set(new.entries))
+        log.info("credentials_reloaded", path=str(path), devices=len(new), added=len(added),
+                 removed=len(removed), disconnected=revoked, plain_text=len(new.plain_text))
+        return {"reloaded": True, "devices": len(new), "added": added, "removed": removed,
+                "disconnected": revoked, "plain_text": len(new.plain_text)}
 
     def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),
@@ -221,6 +294,10 @@ async def serve(config: ServerConfig, credentials: Credentials,
             loop.add_signal_handler(sig, on_signal, sig.name)
         except (NotImplementedError, RuntimeError):  # not on this platform
             pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, server.reload_credentials)
+    except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP (Windows)
+        pass
     await stop.wait()
     await server.close()
     log.info("server_stopped")

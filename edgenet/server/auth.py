@@ -1,10 +1,18 @@
-"""The credentials file: parsing, and constant-time password checks."""
+"""The credentials file: parsing, and constant-time password checks.
+
+An entry is ``name password`` (plain text) or ``name $pbkdf2-sha256$...`` (a
+hash made by ``edgenet hash-password``; see ``passwords``). Checking a hashed
+entry is slow by design: callers on the event loop ask ``is_slow`` and run
+``check`` in a worker thread.
+"""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgenet.server.passwords import HashFormatError, PasswordHash, is_hashed, parse_hash
 
 
 class CredentialsError(Exception):
@@ -31,9 +39,10 @@ def valid_device_name(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Credentials:
-    """Device name -> password, as read from the file."""
+    """Device name -> password entry (plain text or a ``$``-prefixed hash), as read."""
 
     entries: dict[str, str]
+    hashes: dict[str, PasswordHash] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Credentials:
@@ -50,6 +59,7 @@ class Credentials:
     @classmethod
     def parse(cls, text: str, source: str = "credentials") -> Credentials:
         entries: dict[str, str] = {}
+        hashes: dict[str, PasswordHash] = {}
         for lineno, raw in enumerate(text.splitlines(), 1):
             line = raw.rstrip("\r")
             if not line.strip() or line.lstrip().startswith("#"):
@@ -65,15 +75,38 @@ class Credentials:
                 raise CredentialsError(f"{source}, line {lineno}: {why}")
             if name in entries:
                 raise CredentialsError(f"{source}, line {lineno}: device {name!r} is listed twice")
+            if is_hashed(password):
+                try:
+                    hashes[name] = parse_hash(password)
+                except HashFormatError as exc:
+                    raise CredentialsError(f"{source}, line {lineno}: {exc}") from None
             entries[name] = password
-        return cls(entries)
+        return cls(entries, hashes)
+
+    @property
+    def plain_text(self) -> list[str]:
+        """Names whose password is stored in plain text."""
+        return [n for n in self.entries if n not in self.hashes]
+
+    def is_slow(self, name: str) -> bool:
+        """True when checking ``name`` costs a hash computation (also for an unknown
+        name once the file holds hashes, so timing does not tell names apart)."""
+        return name in self.hashes or (name not in self.entries and bool(self.hashes))
 
     def check(self, name: str, password: str) -> bool:
         """True when the name exists and the password matches, in constant time
-        for a given password length whether or not the name exists."""
+        for a given password length whether or not the name exists. Blocking for a
+        hashed entry (see ``is_slow``)."""
+        hashed = self.hashes.get(name)
+        if hashed is not None:
+            return hashed.verify(password)
         expected = self.entries.get(name)
         candidate = password.encode("utf-8")
         if expected is None:
+            if self.hashes:  # as slow as a real check: an unknown name is not faster
+                decoy = next(iter(self.hashes.values()))
+                PasswordHash(decoy.iterations, b"\0" * len(decoy.salt), decoy.digest).verify(
+                    password)
             hmac.compare_digest(candidate, candidate)
             return False
         return hmac.compare_digest(expected.encode("utf-8"), candidate)

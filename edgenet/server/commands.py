@@ -55,6 +55,7 @@ async def finish_upload(server: EdgeServer, device: str, up: UploadInProgress,
         return m.error(req.id, "bad_data", f"upload refused, nothing stored: {exc.message}")
     now = server.clock()
     record = FileRecord(device, now, req.file_id, samples)
+    up.committing = True  # a cancelled wait (shutdown) must not pull the file from the thread
     try:
         await asyncio.to_thread(up.commit, record)
     except OSError as exc:

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger("edgenet.server")
 
 READ_SIZE = 256 * 1024
+#: Bytes of replies buffered for a peer before ``drain`` waits (one AED reply may add
+#: more, once); a peer that keeps it full for ``send_timeout`` seconds is dropped.
+WRITE_BUFFER_HIGH = 256 * 1024
+SHUTDOWN_MESSAGE = "the server is shutting down"
+
+
+class SlowReader(ConnectionError):
+    """The peer did not read its replies within the send timeout."""
 
 
 class DeviceConnection:
@@ -51,7 +59,12 @@ class DeviceConnection:
             self.ip = self.ip[7:]
         self.peer = f"{self.ip}:{peer[1]}"
         self.proto = ServerConnection(server.config.max_upload, server.config.heartbeat,
-                                      time.monotonic())
+                                      time.monotonic(), server.config.login_timeout)
+        try:
+            writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        except (AttributeError, NotImplementedError):  # a transport without flow control
+            pass
+        self._stop_after_command = False
         self.name: str | None = None
         self.busy = False
         self._closing = False
@@ -72,11 +85,22 @@ class DeviceConnection:
         self.writer.transport.abort() if kind == "timeout" else self.writer.close()
         self.proto.close()
 
+    def shutdown(self) -> None:
+        """The server is stopping: close now, or after the upload or command in flight."""
+        if self.busy or self._upload is not None or self.proto.uploading:
+            self._stop_after_command = True
+        else:
+            self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+
     def heartbeat(self, now: float) -> None:
         if self.busy or self._closing or self.proto.uploading:
             return
         action = self.proto.heartbeat_action(now)
-        if action == "timeout":
+        if action == "login_timeout":
+            log.info("login_timeout", peer=self.peer, seconds=self.proto.login_timeout)
+            self.disconnect("login_timeout", f"no login within {self.proto.login_timeout:g} "
+                                             "seconds; closing the connection")
+        elif action == "timeout":
             log.info("heartbeat_timeout", device=self.name, peer=self.peer)
             self.disconnect("timeout", "no heartbeat from the device; closing the connection")
         elif isinstance(action, bytes):
@@ -89,6 +113,8 @@ class DeviceConnection:
         reason = "closed"
         try:
             reason = await self._serve()
+        except SlowReader:
+            reason = "slow_reader"
         except (ConnectionError, OSError):
             reason = "connection_lost"
         except asyncio.CancelledError:
@@ -140,14 +166,24 @@ class DeviceConnection:
                 continue
             if isinstance(ev, UploadDone):
                 await self._finish_upload()
-                continue
-            if isinstance(ev, RequestReceived):
+            elif isinstance(ev, RequestReceived):
                 done = await self._request(ev.request)
                 if done:
                     return "logout"
+            if self._stop_after_command and self._upload is None:
+                self.disconnect("shutdown", SHUTDOWN_MESSAGE)
 
     async def _drain(self) -> None:
-        await self.writer.drain()
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.server.config.send_timeout)
+        except asyncio.TimeoutError:
+            buffered = self.writer.transport.get_write_buffer_size()
+            log.warning("slow_reader_dropped", device=self.name, peer=self.peer,
+                        buffered=buffered, seconds=self.server.config.send_timeout)
+            self._closing = True
+            self.proto.close()
+            self.writer.transport.abort()
+            raise SlowReader("the peer does not read its replies") from None
 
     async def _request(self, req: m.Request) -> bool:
         """Serve one request. True when the connection should end (logout)."""
@@ -229,25 +265,17 @@ class DeviceConnection:
 
     async def _login(self, req: m.Login) -> None:
         server = self.server
+        self.busy = True  # a slow hash check is not a silent peer
+        try:
+            refused = await server.login_judge.judge(req.name, req.password, self.ip)
+        finally:
+            self.busy = False
+        if refused is not None or self._closing:
+            if refused is not None:
+                self._send(m.error(req.id, **refused.reply))
+                await self._drain()
+            return
         now = server.clock()
-        left = server.lockouts.seconds_left(req.name, now)
-        if left:
-            reply = commands.blocked_reply(req.name, left)
-            log.info("login_refused_blocked", device=req.name, seconds_left=round(left, 1))
-            self._send(m.error(req.id, **reply))
-            await self._drain()
-            return
-        if not server.credentials.check(req.name, req.password):
-            reply = commands.login_failure(server, req.name, now)
-            if reply["code"] == "blocked":
-                log.warning("device_blocked", device=req.name, block_seconds=reply["seconds_left"])
-            else:
-                log.info("login_failed", device=req.name,
-                         attempts_left=reply["attempts_left"])
-            self._send(m.error(req.id, **reply))
-            await self._drain()
-            return
-        server.lockouts.record_success(req.name)
         self.name = req.name
         dev, old = server.devices.add(req.name, self.ip, req.udp_port, now, self)
         structlog.contextvars.bind_contextvars(device=req.name, session=dev.session_id)

@@ -67,14 +67,18 @@ class FileLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: deque[FileRecord] = deque(maxlen=MAX_RECORDS_IN_MEMORY)
+        #: The last record of each (device, fileID), for start-up reconciliation.
+        self.last: dict[tuple[str, int], FileRecord] = {}
         self.skipped_lines = 0
+        #: Bytes of an unterminated last line cut off at start-up (a torn write).
+        self.torn_bytes = _cut_torn_tail(path)
         if path.exists():
             with path.open(encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     try:
-                        self.records.append(FileRecord.parse(line))
+                        self.remember(FileRecord.parse(line))
                     except (ValueError, IndexError):
-                        # A torn last line from a crash, or a hand edit: keep the file, skip it.
+                        # A hand edit: keep the file, skip the line.
                         self.skipped_lines += 1
 
     def append(self, record: FileRecord) -> None:
@@ -84,6 +88,7 @@ class FileLog:
     def remember(self, record: FileRecord) -> None:
         """Keep a record that ``write_line`` wrote (on the event loop)."""
         self.records.append(record)
+        self.last[(record.device, record.file_id)] = record
 
     def write_line(self, record: FileRecord, fsync: bool = True) -> None:
         """Append the record's line to the file in one write (blocking)."""
@@ -95,6 +100,36 @@ class FileLog:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Truncate a log after its last newline. Lines are appended in one write each, so
+    an unterminated tail can only be a write torn by a crash (or power loss); cutting it
+    keeps every line parseable and the next append on a line of its own."""
+    try:
+        fh = path.open("rb+")
+    except FileNotFoundError:
+        return 0
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            block = fh.read(end - start)
+            if end == size and block.endswith(b"\n"):
+                return 0
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                end = start + nl + 1
+                break
+            end = start
+        if end == size:
+            return 0
+        fh.truncate(end)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return size - end
 
 
 def device_log_lines(devices: Iterable[ActiveDevice]) -> str:

@@ -85,10 +85,14 @@ _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 
 
 class ServerConnection:
-    def __init__(self, max_upload: int, heartbeat: float, now: float) -> None:
+    def __init__(self, max_upload: int, heartbeat: float, now: float,
+                 login_timeout: float | None = None) -> None:
         self._decoder = FrameDecoder(max_body=max_upload)
         self.phase = Phase.HELLO
         self.heartbeat = heartbeat
+        #: A connection not logged in this long after it opened is closed (None: never).
+        self.login_timeout = login_timeout
+        self.opened = now
         self.last_received = now
         self._last_ping = now
         self._ping_id = 0
@@ -183,8 +187,12 @@ class ServerConnection:
     # -- liveness --------------------------------------------------------------
 
     def heartbeat_action(self, now: float) -> bytes | str | None:
-        """``"timeout"`` when the peer has been silent for 2.5 heartbeats, the bytes of a
-        ping when one is due, else None."""
+        """``"login_timeout"`` when the connection has not logged in within
+        ``login_timeout``, ``"timeout"`` when the peer has been silent for 2.5
+        heartbeats, the bytes of a ping when one is due, else None."""
+        if (self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN)
+                and now - self.opened >= self.login_timeout):
+            return "login_timeout"
         silent = now - self.last_received
         if silent >= 2.5 * self.heartbeat:
             return "timeout"

@@ -2,18 +2,22 @@
 
 Uploads go to a temporary file in the same folder, are fsynced, then renamed
 into place, and only then logged and acknowledged: a crash never leaves half a
-file under a final name. Leftover temporary files are removed at start-up.
+file under a final name. Leftover temporary files are removed at start-up, and
+the logs are reconciled with the files a crash left (see ``recovery``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from edgenet.server.compute import DataError, SampleValidator, Stats, stats_of_file
 from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord
+from edgenet.server.recovery import reconcile
 
 TMP_PREFIX = ".upload-"
 _STORED = re.compile(r"^(?P<device>.+)-(?P<file_id>0|[1-9][0-9]*)\.txt$")
@@ -41,6 +45,9 @@ class UploadInProgress:
         self.error: DataError | None = None
         self.tmp = store.data_dir / f"{TMP_PREFIX}{device}-{file_id}-{os.urandom(4).hex()}.tmp"
         self._fh = self.tmp.open("wb")
+        #: Set (on the event loop) before ``commit`` runs in its thread: from then on the
+        #: commit owns the temporary file and ``abort`` leaves it alone.
+        self.committing = False
 
     def write(self, chunk: bytes) -> None:
         if self.error is not None:
@@ -69,14 +76,22 @@ class UploadInProgress:
         Blocking: run it in a worker thread. Memory is updated afterwards, on the
         event loop, by ``FileStore.index_upload``.
         """
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.store.path_for(self.device, self.file_id))
+        self.committing = True
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self.tmp, self.store.path_for(self.device, self.file_id))
+        except BaseException:
+            self._fh.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.store.data_dir)
         self.store.uploads.write_line(record)
 
     def abort(self) -> None:
+        if self.committing:
+            return
         if not self._fh.closed:
             self._fh.close()
         self.tmp.unlink(missing_ok=True)
@@ -101,6 +116,15 @@ class FileStore:
             st = path.stat()
             self._files[key] = StoredFile(key[0], key[1], st.st_size, _count_lines(path),
                                           uploaded_at.get(key, st.st_mtime))
+        #: Log lines appended at start-up to agree with the files (see ``recovery``).
+        self.repairs: list[dict[str, Any]] = reconcile(self, time.time())
+        for name, log in (("upload-log.txt", self.uploads), ("deletion-log.txt", self.deletions)):
+            if log.torn_bytes:
+                self.repairs.append({"log": name, "reason": "torn last line cut off",
+                                     "bytes": log.torn_bytes})
+
+    def stored_items(self) -> Iterator[tuple[tuple[str, int], StoredFile]]:
+        return iter(list(self._files.items()))
 
     def _clean_temporaries(self) -> int:
         n = 0

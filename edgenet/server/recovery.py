@@ -1,0 +1,67 @@
+"""Start-up reconciliation of the stored files with the upload and deletion logs.
+
+The store's order of work is: an upload is written to a temporary file,
+fsynced, renamed to ``<name>-<fileID>.txt``, the directory fsynced, *then* its
+line appended to ``upload-log.txt`` (fsynced), then acknowledged. A delete
+unlinks the file, fsyncs the directory, *then* appends to ``deletion-log.txt``.
+A crash (kill -9, power loss) between the rename (or unlink) and the log line
+leaves the files and the logs disagreeing. At start-up the file system wins
+(the data on disk is complete: it was fsynced before the rename) and the
+missing line is appended, so afterwards, for every (device, fileID), the file
+exists exactly when the later of its last upload line and its last deletion
+line is an upload (ties go to what the file system shows):
+
+* a stored file whose last upload line is missing, older than its last
+  deletion line, or for a different number of samples gets an upload line
+  (time: the file's modification time, never before that deletion line);
+* an upload line with no file and no later deletion line gets a deletion
+  line (time: now).
+
+The device was never acknowledged in either case, so it may retry; an
+acknowledged upload or delete is always already logged. Each repair is
+reported (a ``log_repaired`` event at start-up).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileRecord
+
+if TYPE_CHECKING:
+    from edgenet.server.store import FileStore
+
+
+def reconcile(store: FileStore, now: float) -> list[dict[str, Any]]:
+    """Append the log lines a crash left out; returns one dict per repair."""
+    repairs: list[dict[str, Any]] = []
+    uploads, deletions = store.uploads, store.deletions
+    for key, stored in sorted(store.stored_items()):
+        up = uploads.last.get(key)
+        gone = deletions.last.get(key)
+        if up is not None and (gone is None or up.time >= gone.time) \
+                and up.samples == stored.samples:
+            continue
+        try:
+            mtime = store.path_for(*key).stat().st_mtime
+        except OSError:
+            mtime = now
+        when = mtime if gone is None else max(mtime, gone.time)
+        record = FileRecord(key[0], when, key[1], stored.samples)
+        uploads.append(record)
+        stored.uploaded_at = record.time
+        repairs.append({"log": UPLOAD_LOG, "device": key[0], "file_id": key[1],
+                        "samples": stored.samples,
+                        "reason": "stored file without its upload line"})
+    for key, up in sorted(uploads.last.items()):
+        if store.get(*key) is not None:
+            continue
+        gone = deletions.last.get(key)
+        if gone is not None and gone.time >= up.time:
+            continue
+        record = FileRecord(key[0], max(now, up.time), key[1], up.samples)
+        deletions.append(record)
+        repairs.append({"log": DELETION_LOG, "device": key[0], "file_id": key[1],
+                        "samples": up.samples,
+                        "reason": "logged upload whose file is gone, without a deletion line"})
+    return repairs
