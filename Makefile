@@ -14,7 +14,7 @@ all: pyz
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[test]'
+	$(VPY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
