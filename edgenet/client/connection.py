@@ -139,6 +139,8 @@ class ServerConnection:
         self._deferred_pongs: list[Any] = []
         self._read_task = asyncio.create_task(self._read_loop(), name="edgenet-client-reader")
         self.heartbeat: float | None = None
+        #: The ``kind`` of the server's closing notice (``replaced``, ``shutdown``, ...).
+        self.notice_kind: str | None = None
 
     @classmethod
     async def open(cls, host: str, port: int, infos: list[tuple[Any, ...]] | None = None
@@ -316,6 +318,8 @@ class ServerConnection:
             if not isinstance(msg, str) or not msg:
                 msg = _NOTICE_FALLBACK.get(str(fields.get("kind")), SERVER_CLOSED)
             log.info("server_notice", kind=fields.get("kind"), notice=msg)
+            if self.notice_kind is None:
+                self.notice_kind = str(fields.get("kind"))
             self._close(" ".join(msg.splitlines()))
         elif kind == "hello" and "hello" in self._waiters:
             self._resolve("hello", fields)

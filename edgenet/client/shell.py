@@ -6,8 +6,9 @@ loop keeps answering the server's pings while a read is blocked, and the
 process can exit without waiting for the user. Messages for the user are plain
 lines on ``stdout``; the client's own diagnostics go to structlog.
 
-Exit status: 0 after OUT or end of input, 1 when start-up, login or the
-connection fails, 130 after Ctrl-C.
+Exit status: 0 after OUT, end of input or SIGTERM (which logs out first), 1
+when start-up, login or the connection fails, 130 after Ctrl-C. Running
+commands is shared with the headless device (``edgenet.client.execute``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TextIO, TypeVar
+from typing import Any, Protocol, TextIO
 
 import structlog
 
@@ -33,18 +33,16 @@ from edgenet.client.connection import (
     ServerGone,
     resolve,
 )
-from edgenet.client.datagen import data_file_name, write_data_file
-from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink, send_file
+from edgenet.client.execute import execute_command
+from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
 from edgenet.config import ClientConfig
 from edgenet.logconfig import configure_logging
 from edgenet.wire.messages import MAX_PASSWORD
 
 log = structlog.get_logger("edgenet.client")
-T = TypeVar("T")
 
 PROMPT = "> "
 LOGOUT_TIMEOUT = 5.0
-NOT_FOUND = "the file does not exist at the server side"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -190,8 +188,7 @@ class Shell:
         cfg = self.config
         infos = await resolve(cfg.server_host, cfg.server_port)
         self.link = PeerLink.bind(infos[0][0], cfg.udp_port, cfg.data_dir)
-        self.conn = await ServerConnection.open(cfg.server_host, cfg.server_port, infos)
-        await self.conn.hello()
+        self.conn = await connect(cfg, infos)
         name = await self._login()
         if name is None:  # input ended before a login: nothing to say goodbye to
             await self.logout_quietly()
@@ -217,7 +214,7 @@ class Shell:
             elif isinstance(cmd, c.Logout):
                 return await self._logout()
             else:
-                await self._execute(cmd)
+                await self._execute(line, cmd)
 
     async def _login(self) -> str | None:
         assert self.conn is not None and self.link is not None
@@ -275,72 +272,17 @@ class Shell:
 
     # --- commands ----------------------------------------------------------
 
-    async def _execute(self, cmd: c.Command) -> None:
+    async def _execute(self, line: str, cmd: c.Command) -> None:
         assert self.conn is not None and self.link is not None and self.name is not None
-        conn = self.conn
-        if isinstance(cmd, c.GenerateData):
-            await self._generate(cmd)
-        elif isinstance(cmd, c.UploadData):
-            await self._upload(cmd)
-        elif isinstance(cmd, c.ComputeStat):
-            reply = await conn.request({"type": "compute", "file_id": cmd.file_id, "op": cmd.op})
-            if reply.ok:
-                self.say(f"the {cmd.op} of file {cmd.file_id} is {reply.fields.get('result')}")
-            else:
-                self.say(NOT_FOUND if reply.code == "not_found" else reply.message)
-        elif isinstance(cmd, c.DeleteData):
-            reply = await conn.request({"type": "delete", "file_id": cmd.file_id})
-            if reply.ok:
-                self.say(f"file with ID of {cmd.file_id} has been successfully removed "
-                         "from the central server")
-            else:
-                self.say(NOT_FOUND if reply.code == "not_found" else reply.message)
-        elif isinstance(cmd, c.ListDevices):
-            reply = await conn.request({"type": "list_devices"})
-            if not reply.ok:
-                self.say(reply.message)
-                return
-            devices = reply.fields.get("devices")
-            if not isinstance(devices, list) or not devices:
-                self.say("no other active edge devices")
-            for d in devices or ():
-                if isinstance(d, dict):
-                    self.say(f"{d.get('name')}; {d.get('ip')}; {d.get('udp_port')}; "
-                             f"active since {d.get('since_text')}")
-        elif isinstance(cmd, c.SendFile):
-            self.say(await send_file(self.link, cmd.device, cmd.filename))
+        result = await execute_command(line, cmd, conn=self.conn, link=self.link,
+                                       name=self.name, data_dir=self.config.data_dir)
+        for text in result.lines:
+            self.say(text)
 
-    async def _generate(self, cmd: c.GenerateData) -> None:
-        assert self.name is not None
-        path = self.config.data_dir / data_file_name(self.name, cmd.file_id)
-        try:
-            # Off the loop (a large amount takes seconds and pings must still be
-            # answered), on a daemon thread that Ctrl-C can stop and never waits for.
-            await _in_thread(write_data_file, path, cmd.amount)
-        except OSError as exc:
-            self.say(f"cannot write {path}: {(exc.strerror or str(exc)).lower()}")
-            return
-        self.say("data generation done")
-
-    async def _upload(self, cmd: c.UploadData) -> None:
-        assert self.name is not None and self.conn is not None
-        fname = data_file_name(self.name, cmd.file_id)
-        path = self.config.data_dir / fname
-        if not path.is_file():
-            self.say("the file to be uploaded does not exist")
-            return
-        try:
-            reply = await self.conn.upload(cmd.file_id, path)
-        except FileNotFoundError:
-            self.say("the file to be uploaded does not exist")
-            return
-        except PermissionError as exc:
-            self.say(f"cannot read {fname}: {(exc.strerror or str(exc)).lower()}")
-            return
-        if reply.ok:
-            self.say(f"file {fname} has been uploaded ({reply.fields.get('samples')} samples)")
-        else:
-            self.say(reply.message)
+    def interrupted(self) -> None:
+        # The terminal echoed "^C" where the cursor was; the next shell prompt
+        # belongs on a line of its own.
+        self.end_line(force=self.lines.interactive)
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -349,37 +291,17 @@ class Shell:
             self.link.close()
 
 
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args, stop=event)`` on a daemon thread. If the caller is cancelled,
-    set ``stop`` and give the thread a moment to clean up before re-raising."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-    stop = threading.Event()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if not fut.done():
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-    def work() -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, fn(*args, stop=stop))
-        except Exception as exc:  # noqa: BLE001 (handed to the awaiting task, which decides)
-            outcome = (False, exc)
-        with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            loop.call_soon_threadsafe(deliver, *outcome)
-
-    threading.Thread(target=work, name="edgenet-worker", daemon=True).start()
+async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = None
+                  ) -> ServerConnection:
+    """A connection to the configured server, hellos exchanged (shared by the shell and
+    the headless device). Raises ConnectFailed."""
+    conn = await ServerConnection.open(config.server_host, config.server_port, infos)
     try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        stop.set()
-        await asyncio.wait({fut}, timeout=2.0)
-        if fut.done() and not fut.cancelled():
-            fut.exception()  # retrieved: the stop is expected, not worth a warning
+        await conn.hello()
+    except BaseException:
+        await conn.close()
         raise
+    return conn
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -389,34 +311,51 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-async def _main(shell: Shell) -> int:
+class Session(Protocol):
+    """What ``run_session`` drives: the shell, or a headless device."""
+
+    async def run(self) -> int: ...
+
+    async def logout_quietly(self) -> None: ...
+
+    def interrupted(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def run_session(session: Session) -> int:
+    """Run ``session`` until it ends. Ctrl-C (SIGINT) logs out and gives 130; SIGTERM
+    (a service manager stopping the device) logs out cleanly and gives 0."""
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(shell.run())
-    interrupted = False
+    task = asyncio.ensure_future(session.run())
+    stopped_by: signal.Signals | None = None
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        interrupted = True
-        task.cancel()
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal stopped_by
+        if stopped_by is None:
+            stopped_by = sig
+            task.cancel()
 
-    handler = False
-    with suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        handler = True
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            handled.append(sig)
     try:
         return await task
     except asyncio.CancelledError:
-        if not interrupted:
+        if stopped_by is None:
             raise
-        await shell.logout_quietly()
-        # The terminal echoed "^C" where the cursor was; the next shell prompt
-        # belongs on a line of its own.
-        shell.end_line(force=shell.lines.interactive)
+        await session.logout_quietly()
+        if stopped_by == signal.SIGTERM:
+            log.info("stopped", signal="SIGTERM")
+            return EXIT_OK
+        session.interrupted()
         return EXIT_INTERRUPTED
     finally:
-        if handler:
-            loop.remove_signal_handler(signal.SIGINT)
-        await shell.close()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await session.close()
 
 
 def run_client(config: ClientConfig, stdin: TextIO = sys.stdin,
@@ -427,7 +366,7 @@ def run_client(config: ClientConfig, stdin: TextIO = sys.stdin,
     saved_tty = _save_tty(stdin)
     shell = Shell(config, stdin, stdout)
     try:
-        return asyncio.run(_main(shell))
+        return asyncio.run(run_session(shell))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:

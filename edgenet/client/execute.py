@@ -1,0 +1,155 @@
+"""Run one parsed device command against the server and say how it went.
+
+Shared by the interactive shell and the headless device: both call
+``execute_command`` and get a ``CommandResult``; neither repeats the requests
+or the wording. Raises ServerGone or ReplyTimeout when the connection fails
+(that is the session's problem, not the command's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgenet.client import commands as c
+from edgenet.client.connection import ServerConnection
+from edgenet.client.datagen import data_file_name, write_data_file
+from edgenet.client.peer import UVF_UNAVAILABLE, PeerLink, send_file
+from edgenet.client.results import (
+    LOCAL_IO,
+    NO_LOCAL_FILE,
+    USAGE,
+    UVF_FAILED,
+    CommandResult,
+)
+
+T = TypeVar("T")
+
+NOT_FOUND = "the file does not exist at the server side"
+NO_UPLOAD_FILE = "the file to be uploaded does not exist"
+
+
+def command_text(line: str) -> str:
+    """The command as shown in results: its words, single-spaced."""
+    return " ".join(line.split())
+
+
+def usage_failure(line: str, err: c.CommandError) -> CommandResult:
+    return CommandResult.failure(command_text(line), USAGE, err.message)
+
+
+async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, link: PeerLink,
+                          name: str, data_dir: Path) -> CommandResult:
+    """Run ``cmd`` (parsed from ``line``; not Logout) for the device ``name``."""
+    shown = command_text(line)
+    if isinstance(cmd, c.GenerateData):
+        return await _generate(shown, cmd, name, data_dir)
+    if isinstance(cmd, c.UploadData):
+        return await _upload(shown, cmd, conn, name, data_dir)
+    if isinstance(cmd, c.ComputeStat):
+        reply = await conn.request({"type": "compute", "file_id": cmd.file_id, "op": cmd.op})
+        if reply.ok:
+            result = reply.fields.get("result")
+            return CommandResult.success(shown, f"the {cmd.op} of file {cmd.file_id} is {result}",
+                                         file_id=cmd.file_id, op=cmd.op, result=result)
+        return _server_failure(shown, reply.code, reply.message)
+    if isinstance(cmd, c.DeleteData):
+        reply = await conn.request({"type": "delete", "file_id": cmd.file_id})
+        if reply.ok:
+            return CommandResult.success(
+                shown, f"file with ID of {cmd.file_id} has been successfully removed "
+                       "from the central server",
+                file_id=cmd.file_id, samples=reply.fields.get("samples"))
+        return _server_failure(shown, reply.code, reply.message)
+    if isinstance(cmd, c.ListDevices):
+        reply = await conn.request({"type": "list_devices"})
+        if not reply.ok:
+            return _server_failure(shown, reply.code, reply.message)
+        raw = reply.fields.get("devices")
+        devices = [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+        lines = [f"{d.get('name')}; {d.get('ip')}; {d.get('udp_port')}; "
+                 f"active since {d.get('since_text')}" for d in devices]
+        return CommandResult.success(shown, "\n".join(lines) or "no other active edge devices",
+                                     devices=devices)
+    if isinstance(cmd, c.SendFile):
+        text = await send_file(link, cmd.device, cmd.filename)
+        if text == UVF_UNAVAILABLE:
+            return CommandResult.failure(shown, UVF_FAILED, text)
+        return CommandResult.success(shown, text, device=cmd.device, filename=cmd.filename)
+    raise AssertionError(f"not a command to execute: {cmd!r}")
+
+
+def _server_failure(shown: str, code: str, message: str) -> CommandResult:
+    return CommandResult.failure(shown, code or "refused",
+                                 NOT_FOUND if code == "not_found" else message)
+
+
+async def _generate(shown: str, cmd: c.GenerateData, name: str, data_dir: Path) -> CommandResult:
+    path = data_dir / data_file_name(name, cmd.file_id)
+    try:
+        # Off the loop (a large amount takes seconds and pings must still be
+        # answered), on a daemon thread that Ctrl-C can stop and never waits for.
+        await in_thread(write_data_file, path, cmd.amount)
+    except OSError as exc:
+        return CommandResult.failure(shown, LOCAL_IO,
+                                     f"cannot write {path}: {(exc.strerror or str(exc)).lower()}")
+    return CommandResult.success(shown, "data generation done", file_id=cmd.file_id,
+                                 samples=cmd.amount, path=str(path))
+
+
+async def _upload(shown: str, cmd: c.UploadData, conn: ServerConnection, name: str,
+                  data_dir: Path) -> CommandResult:
+    fname = data_file_name(name, cmd.file_id)
+    path = data_dir / fname
+    if not path.is_file():
+        return CommandResult.failure(shown, NO_LOCAL_FILE, NO_UPLOAD_FILE)
+    try:
+        reply = await conn.upload(cmd.file_id, path)
+    except FileNotFoundError:
+        return CommandResult.failure(shown, NO_LOCAL_FILE, NO_UPLOAD_FILE)
+    except PermissionError as exc:
+        return CommandResult.failure(shown, LOCAL_IO,
+                                     f"cannot read {fname}: {(exc.strerror or str(exc)).lower()}")
+    if reply.ok:
+        samples = reply.fields.get("samples")
+        return CommandResult.success(shown, f"file {fname} has been uploaded ({samples} samples)",
+                                     file_id=cmd.file_id, samples=samples,
+                                     bytes=reply.fields.get("bytes"))
+    return CommandResult.failure(shown, reply.code or "refused", reply.message)
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args, stop=event)`` on a daemon thread. If the caller is cancelled,
+    set ``stop`` and give the thread a moment to clean up before re-raising."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+    stop = threading.Event()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args, stop=stop))
+        except Exception as exc:  # noqa: BLE001 (handed to the awaiting task, which decides)
+            outcome = (False, exc)
+        with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=work, name="edgenet-worker", daemon=True).start()
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait({fut}, timeout=2.0)
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # retrieved: the stop is expected, not worth a warning
+        raise

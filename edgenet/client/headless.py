@@ -1,0 +1,294 @@
+"""A headless edge device: log in without prompts, run commands, maybe stay.
+
+``--name`` with a password from ``--password-file`` or ``$EDGENET_PASSWORD``;
+``--run``/``--script`` commands run in order (each checked before the server is
+contacted), each result printed as text or, with ``--json``, as one JSON
+object; then logout. ``--stay`` keeps the device logged in to receive UVF
+files: when the link drops (server restart, network) it reconnects with
+exponential backoff and jitter and logs in again, while the UDP endpoint stays
+bound, so transfers to it keep working. A takeover (the same name logged in
+elsewhere) ends it: two devices fighting over one name would never settle.
+
+Exit statuses are in ``edgenet.client.options`` (0, 2 usage, 3 auth, 4 server
+unreachable or lost, 5 a command failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, TextIO
+
+import structlog
+
+from edgenet.client import commands as c
+from edgenet.client.connection import (
+    ConnectFailed,
+    ReplyTimeout,
+    ServerConnection,
+    ServerGone,
+    resolve,
+)
+from edgenet.client.execute import execute_command
+from edgenet.client.options import (
+    EXIT_AUTH,
+    EXIT_COMMAND_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    HeadlessConfig,
+)
+from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
+from edgenet.client.results import CommandResult, ResultPrinter
+from edgenet.client.shell import EXIT_INTERRUPTED, connect, run_session
+from edgenet.config import ClientConfig
+from edgenet.logconfig import configure_logging
+
+log = structlog.get_logger("edgenet.client")
+
+LOGOUT_TIMEOUT = 5.0
+#: Without a heartbeat interval from the server, check the link this often (seconds).
+DEFAULT_LIVENESS = 10.0
+
+
+class Backoff:
+    """Delays between reconnection attempts: ``base`` doubling up to ``cap``, each
+    drawn uniformly from its upper half ("equal jitter"), so that devices cut off by
+    one server restart do not all come back in the same instant."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.base = min(base, cap)
+        self.cap = cap
+        self._rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 60))
+        self.attempt += 1
+        return ceiling / 2 + self._rng() * ceiling / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _LoginRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class HeadlessDevice:
+    def __init__(self, config: ClientConfig, headless: HeadlessConfig, out: TextIO,
+                 err: TextIO) -> None:
+        self.config = config
+        self.headless = headless
+        self.printer = ResultPrinter(out, headless.as_json)
+        self.err = err
+        self.conn: ServerConnection | None = None
+        self.link: PeerLink | None = None
+        self.logged_in = False
+
+    # --- reporting ---------------------------------------------------------
+
+    def _fail(self, result: CommandResult, summary: str) -> None:
+        self.printer.result(result)
+        self.err.write(f"edgenet: {summary}\n")
+        self.err.flush()
+
+    # --- the session -------------------------------------------------------
+
+    async def run(self) -> int:
+        cfg, name = self.config, self.headless.name
+        try:
+            infos = await resolve(cfg.server_host, cfg.server_port)
+            self.link = PeerLink.bind(infos[0][0], cfg.udp_port, cfg.data_dir)
+            self.conn = await connect(cfg, infos)
+        except PeerBindError as exc:
+            self.err.write(f"edgenet: {exc.message}\n")
+            return EXIT_USAGE
+        except ConnectFailed as exc:
+            self._fail(CommandResult.failure("connect", "unreachable", exc.message), exc.message)
+            return EXIT_UNREACHABLE
+        try:
+            await self._login(self.conn)
+        except _LoginRefused as exc:
+            self._fail(CommandResult.failure("login", exc.code, exc.message),
+                       f"login as {name} refused: {exc.message}")
+            return EXIT_AUTH
+        except (ServerGone, ReplyTimeout) as exc:
+            self._fail(CommandResult.failure("login", "unreachable", exc.message), exc.message)
+            return EXIT_UNREACHABLE
+        structlog.contextvars.bind_contextvars(device=name)
+        await self.link.start(name, self._lookup, self._announce)
+        try:
+            status, out = await self._run_commands()
+            if self.headless.stay and not out and (status == EXIT_OK or self.headless.keep_going):
+                stay_status = await self._stay()
+                status = status or stay_status
+        except (ServerGone, ReplyTimeout) as exc:
+            self._fail(CommandResult.failure("session", "unreachable", exc.message),
+                       f"the connection to the server failed: {exc.message}")
+            return EXIT_UNREACHABLE
+        if status != EXIT_AUTH:
+            await self._logout()
+        return status
+
+    async def _login(self, conn: ServerConnection) -> None:
+        assert self.link is not None
+        reply = await conn.request({"type": "login", "name": self.headless.name,
+                                    "password": self.headless.password,
+                                    "udp_port": self.link.port})
+        if not reply.ok:
+            raise _LoginRefused(reply.code or "refused", reply.message)
+        self.logged_in = True
+        self.printer.result(CommandResult.success(
+            "login", f"Welcome to the edge network, {self.headless.name}!",
+            name=self.headless.name, session=reply.fields.get("session"),
+            udp_port=self.link.port))
+        log.info("logged_in", udp_port=self.link.port)
+
+    async def _run_commands(self) -> tuple[int, bool]:
+        """Run the configured commands; returns (exit status, whether OUT was given)."""
+        assert self.conn is not None and self.link is not None
+        status = EXIT_OK
+        for index, line in enumerate(self.headless.commands, 1):
+            cmd = c.parse_command(line)
+            if cmd is None or isinstance(cmd, c.CommandError):  # checked at start-up
+                continue
+            if isinstance(cmd, c.Logout):
+                return status, True
+            result = await execute_command(line, cmd, conn=self.conn, link=self.link,
+                                           name=self.headless.name,
+                                           data_dir=self.config.data_dir)
+            if result.ok:
+                self.printer.result(result)
+                continue
+            self._fail(result, f"command {index} ({result.command}) failed: {result.text}")
+            status = status or EXIT_COMMAND_FAILED
+            if not self.headless.keep_going:
+                break
+        return status, False
+
+    async def _stay(self) -> int:
+        """Stay logged in until SIGTERM; reconnect whenever the link drops. Returns
+        only when staying is over for good (replaced, or the login now refused)."""
+        backoff = Backoff(cap=self.headless.reconnect_max)
+        while True:
+            assert self.conn is not None
+            reason = await self._watch(self.conn)
+            kind = self.conn.notice_kind
+            self.logged_in = False
+            await self.conn.close()
+            if kind == "replaced":
+                self._fail(CommandResult.failure("stay", "replaced", reason), reason)
+                return EXIT_AUTH
+            log.warning("connection_lost", reason=reason)
+            self.printer.notice(f"connection lost: {reason}; reconnecting", event="disconnected",
+                                reason=reason)
+            status = await self._reconnect(backoff)
+            if status is not None:
+                return status
+            backoff.reset()
+
+    async def _reconnect(self, backoff: Backoff) -> int | None:
+        """Until logged in again (None) or refused for good (an exit status)."""
+        while True:
+            delay = backoff.next_delay()
+            log.info("reconnecting", delay=round(delay, 3), attempt=backoff.attempt)
+            await asyncio.sleep(delay)
+            try:
+                conn = await connect(self.config)
+            except ConnectFailed as exc:
+                log.info("reconnect_failed", error=exc.message)
+                continue
+            try:
+                await self._login(conn)
+            except (ServerGone, ReplyTimeout) as exc:
+                log.info("reconnect_failed", error=exc.message)
+                await conn.close()
+                continue
+            except _LoginRefused as exc:
+                await conn.close()
+                if exc.code == "blocked":  # someone else tripped the lockout: it ends
+                    log.warning("reconnect_blocked", error=exc.message)
+                    continue
+                self._fail(CommandResult.failure("login", exc.code, exc.message),
+                           f"login as {self.headless.name} refused: {exc.message}")
+                return EXIT_AUTH
+            self.conn = conn
+            log.info("reconnected")
+            return None
+
+    async def _watch(self, conn: ServerConnection) -> str:
+        """Wait until ``conn`` is over; returns why. A server that vanished without
+        closing (power cut, cable pulled) is noticed by pinging it once an interval."""
+        interval = conn.heartbeat or DEFAULT_LIVENESS
+        while True:
+            done, _ = await asyncio.wait({conn.closed}, timeout=interval)
+            if done:
+                return conn.closed.result()
+            try:
+                await conn.request({"type": "ping"}, timeout=interval * 1.5)
+            except ReplyTimeout:
+                return f"no answer from the server within {interval * 1.5:g} seconds"
+            except ServerGone as exc:
+                return exc.message
+
+    async def _logout(self) -> None:
+        if self.conn is None or self.conn.closed.done() or not self.logged_in:
+            return
+        with suppress(ServerGone, ReplyTimeout):
+            await self.conn.request({"type": "logout"}, timeout=LOGOUT_TIMEOUT)
+        self.logged_in = False
+        self.printer.result(CommandResult.success(
+            "logout", f"Bye, {self.headless.name}!", name=self.headless.name))
+
+    async def _lookup(self, name: str) -> dict[str, Any]:
+        # The current connection, whichever it is after reconnects.
+        if self.conn is None:
+            raise LookupFailed("not_connected", "not connected to the server")
+        reply = await self.conn.request({"type": "lookup", "name": name})
+        if reply.ok:
+            return reply.fields
+        raise LookupFailed(reply.code, reply.message)
+
+    def _announce(self, line: str) -> None:
+        self.printer.notice(line, event="peer")
+
+    # --- what run_session needs --------------------------------------------
+
+    async def logout_quietly(self) -> None:
+        """On SIGTERM/SIGINT: bounded, so the server's active list is right at once."""
+        if self.conn is None or self.conn.closed.done() or not self.logged_in:
+            return
+        with suppress(ServerGone, ReplyTimeout, OSError):
+            await self.conn.request({"type": "logout"}, timeout=2.0)
+        self.logged_in = False
+
+    def interrupted(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+        if self.link is not None:
+            self.link.close()
+
+
+def run_headless(config: ClientConfig, headless: HeadlessConfig, stdout: TextIO = sys.stdout,
+                 stderr: TextIO = sys.stderr) -> int:
+    """Run a headless device to completion; returns the process exit status."""
+    configure_logging(config.log_format, level=logging.INFO)
+    device = HeadlessDevice(config, headless, stdout, stderr)
+    try:
+        return asyncio.run(run_session(device))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        structlog.contextvars.unbind_contextvars("device")
