@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
@@ -35,6 +36,9 @@ from edgenet.wire.frames import (
     encode_header,
 )
 from edgenet.wire.messages import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from edgenet.config import ClientConfig
 
 log = structlog.get_logger("edgenet.client")
 
@@ -110,6 +114,18 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def client_tls(config: ClientConfig) -> ssl.SSLContext | None:
+    """The TLS context ``config`` asks for (None: plain TCP); raises ConnectFailed."""
+    if config.tls_ca is None and not config.tls_insecure:
+        return None
+    from edgenet.tls import TlsSetupError, client_context
+
+    try:
+        return client_context(config.tls_ca, config.tls_insecure)
+    except TlsSetupError as exc:
+        raise ConnectFailed(exc.message) from None
+
+
 async def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
     """The server's addresses (getaddrinfo rows); raises ConnectFailed."""
     loop = asyncio.get_running_loop()
@@ -139,13 +155,16 @@ class ServerConnection:
         self._deferred_pongs: list[Any] = []
         self._read_task = asyncio.create_task(self._read_loop(), name="edgenet-client-reader")
         self.heartbeat: float | None = None
+        #: True when the connection runs over TLS (set by ``open``).
+        self.tls = False
         #: The ``kind`` of the server's closing notice (``replaced``, ``shutdown``, ...).
         self.notice_kind: str | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int, infos: list[tuple[Any, ...]] | None = None
-                   ) -> ServerConnection:
-        """Connect (within CONNECT_TIMEOUT in all) to the first address that answers."""
+    async def open(cls, host: str, port: int, infos: list[tuple[Any, ...]] | None = None,
+                   ssl_context: ssl.SSLContext | None = None) -> ServerConnection:
+        """Connect (within CONNECT_TIMEOUT in all) to the first address that answers;
+        over TLS with ``ssl_context`` (the certificate must name ``host``)."""
         where = host_port(host, port)
         if infos is None:
             infos = await resolve(host, port)
@@ -159,11 +178,20 @@ class ServerConnection:
                 break
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(addr[0], addr[1]), left)
+                    asyncio.open_connection(
+                        addr[0], addr[1], ssl=ssl_context,
+                        server_hostname=host if ssl_context is not None else None), left)
+            except ssl.SSLError as exc:
+                from edgenet.tls import describe_handshake_error
+
+                raise ConnectFailed(f"cannot talk to the server at {where}: "
+                                    f"{describe_handshake_error(exc)}") from None
             except (OSError, asyncio.TimeoutError) as exc:
                 first_error = first_error or exc
                 continue
-            return cls(reader, writer)
+            conn = cls(reader, writer)
+            conn.tls = ssl_context is not None
+            return conn
         assert first_error is not None
         reason = describe_os_error(first_error)
         if isinstance(first_error, (TimeoutError, asyncio.TimeoutError)):
@@ -177,7 +205,12 @@ class ServerConnection:
         fut = self._waiter("hello")
         await self._send({"type": "hello", "version": PROTOCOL_VERSION,
                           "agent": f"edgenet-client/{__version__}"})
-        fields = await self._wait(fut, CONNECT_TIMEOUT)
+        try:
+            fields = await self._wait(fut, CONNECT_TIMEOUT)
+        except ServerGone as exc:
+            # A TLS server drops a plain client's first bytes without a word.
+            hint = "" if self.tls else "; if it uses TLS, start the client with --tls-ca FILE"
+            raise ConnectFailed(f"{exc.message} before answering hello{hint}") from None
         if fields.get("type") == "error":
             raise ConnectFailed(Reply(fields).message)
         version = fields.get("version")

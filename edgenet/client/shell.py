@@ -31,6 +31,7 @@ from edgenet.client.connection import (
     ReplyTimeout,
     ServerConnection,
     ServerGone,
+    client_tls,
     resolve,
 )
 from edgenet.client.execute import execute_command
@@ -295,7 +296,8 @@ async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = No
                   ) -> ServerConnection:
     """A connection to the configured server, hellos exchanged (shared by the shell and
     the headless device). Raises ConnectFailed."""
-    conn = await ServerConnection.open(config.server_host, config.server_port, infos)
+    conn = await ServerConnection.open(config.server_host, config.server_port, infos,
+                                       ssl_context=client_tls(config))
     try:
         await conn.hello()
     except BaseException:
