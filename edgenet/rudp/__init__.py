@@ -2,7 +2,7 @@
 
 The protocol cores (``packet``, ``rangeset``, ``recovery``, ``congestion``, ``sender``,
 ``receiver``, ``names``) are sans-I/O; ``endpoint`` is the asyncio adapter the client uses.
-See docs/UVF-PROTOCOL.md.
+See docs/PROTOCOL.md, part 2.
 """
 
 from __future__ import annotations

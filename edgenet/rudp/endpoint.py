@@ -46,8 +46,6 @@ log = structlog.get_logger(__name__)
 #: Datagrams waiting while the socket's send buffer is full; beyond this they are dropped
 #: (counted in ``stats.send_queue_dropped``) and the protocol recovers them as loss.
 MAX_SEND_QUEUE = 8192
-#: How often "progress" events are offered to ``on_event`` per transfer.
-PROGRESS_EVENT_INTERVAL = 1.0
 #: Ids of recently ended transfers remembered (for 2 x idle timeout) so that a late duplicate
 #: OFFER does not start the same transfer again.
 MAX_RECENT_IDS = 1024
@@ -472,7 +470,8 @@ class TransferEndpoint:
         self._handle_events(transfer, now)
         if transfer.last_progress_event == float("inf"):
             transfer.last_progress_event = transfer.started
-        if now - transfer.last_progress_event >= PROGRESS_EVENT_INTERVAL and transfer.running:
+        interval = self._options.progress_interval
+        if now - transfer.last_progress_event >= interval and transfer.running:
             transfer.last_progress_event = now
             self._emit(transfer, "progress")
         if core.finished:

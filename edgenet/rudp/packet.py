@@ -6,8 +6,8 @@ Every datagram starts with the same 12-byte header::
 
 DATA adds ``chunk index u32 | send timestamp u32 (microseconds)`` and carries the chunk bytes in
 the rest of the datagram, so its header is 20 bytes. The layouts are documented in
-docs/UVF-PROTOCOL.md. Decoding never trusts a length field: anything that does not add up raises
-``PacketError`` and the caller drops (and counts) the datagram.
+docs/PROTOCOL.md (part 2). Decoding never trusts a length field: anything that does not add up
+raises ``PacketError`` and the caller drops (and counts) the datagram.
 """
 
 from __future__ import annotations
