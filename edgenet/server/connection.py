@@ -219,10 +219,11 @@ class DeviceConnection:
             elif isinstance(req, m.Lookup):
                 reply = commands.lookup(self.server, self.name, req)
             else:  # pragma: no cover - every request type is handled above
-                reply = m.error(req.id, "unknown_type", "unsupported request")
-        except Exception:
+                reply = m.error(getattr(req, "id", None), "unknown_type", "unsupported request")
+        except Exception:  # a bug of ours: one failed command, not a dead session
             log.exception("command_failed", device=self.name, command=type(req).__name__)
-            reply = m.error(req.id, "internal", "the server failed to run the command")
+            reply = m.error(getattr(req, "id", None), "internal",
+                            "the server failed to run the command")
         finally:
             self.busy = False
         self._finish_command(req, reply, started)
