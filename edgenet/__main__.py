@@ -12,6 +12,7 @@ from typing import Sequence
 
 from edgenet import __version__
 from edgenet.client.options import add_options as add_headless_options
+from edgenet.client.uvf_options import add_uvf_options, uvf_config
 
 ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
                   "The valid value of argument number is an integer between 1 and 5")
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--iterations", default=None, metavar="N",
                     help="PBKDF2 iterations (default 600000)")
     add_headless_options(cli)
+    add_uvf_options(cli)
     return parser
 
 
@@ -245,6 +247,10 @@ def run_client_command(args: argparse.Namespace) -> int:
     if server_port == 0:
         raise UsageError("Invalid server port: 0. It must be an integer between 1 and 65535")
     udp_port = _port(args.udp_port, "UDP port")
+    try:
+        uvf = uvf_config(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.tls_ca and args.tls_insecure:
         raise UsageError("--tls-ca and --tls-insecure exclude each other: give one")
     if args.tls_insecure:
@@ -254,7 +260,7 @@ def run_client_command(args: argparse.Namespace) -> int:
     config = ClientConfig(server_host=args.server_ip, server_port=server_port, udp_port=udp_port,
                           data_dir=Path(args.data_dir), log_format=args.log_format,
                           tls_ca=Path(args.tls_ca) if args.tls_ca else None,
-                          tls_insecure=args.tls_insecure)
+                          tls_insecure=args.tls_insecure, **uvf)
     from edgenet.client.options import HeadlessUsageError, headless_config
 
     try:

@@ -49,3 +49,11 @@ class ClientConfig:
     tls_ca: Path | None = None
     #: TLS without verifying the server's certificate (a self-signed test set-up only).
     tls_insecure: bool = False
+    #: UVF: largest file accepted from a peer, in bytes (as edgenet.rudp.TransferOptions).
+    max_receive_size: int = 4 * 2**30
+    #: UVF: files received at once; a further offer is refused as busy.
+    max_incoming: int = 8
+    #: UVF: file bytes per datagram; 1400 fits a 1500-byte MTU, up to 65487 on fast local links.
+    chunk_size: int = 1400
+    #: UDP port announced to the server instead of the bound one (NAT, port forwarding).
+    advertise_udp_port: int | None = None

@@ -13,9 +13,11 @@ from queue import Empty, Queue
 from tests.conftest import PYZ
 
 
-def client_argv(port: int, data_dir: Path, udp_port: int = 0, use_pyz: bool = False) -> list[str]:
+def client_argv(port: int, data_dir: Path, udp_port: int = 0, use_pyz: bool = False,
+                extra: list[str] | None = None) -> list[str]:
     base = [sys.executable, str(PYZ)] if use_pyz else [sys.executable, "-m", "edgenet"]
-    return base + ["client", "127.0.0.1", str(port), str(udp_port), "--data-dir", str(data_dir)]
+    return base + ["client", "127.0.0.1", str(port), str(udp_port), "--data-dir", str(data_dir),
+                   *(extra or ())]
 
 
 def run_script(port: int, data_dir: Path, lines: list[str], use_pyz: bool = False,
@@ -30,9 +32,9 @@ class LiveClient:
     """A client process kept open: send lines, wait for output lines."""
 
     def __init__(self, port: int, data_dir: Path, use_pyz: bool = False,
-                 udp_port: int = 0) -> None:
+                 udp_port: int = 0, extra: list[str] | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(client_argv(port, data_dir, udp_port, use_pyz),
+        self.proc = subprocess.Popen(client_argv(port, data_dir, udp_port, use_pyz, extra),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
         self.lines: Queue[str | None] = Queue()

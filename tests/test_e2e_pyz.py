@@ -59,6 +59,12 @@ def test_pyz_server_and_two_clients_every_command(pyz_server: ServerProcess, tmp
         assert re.search(r"^beta; 127\.0\.0\.1; \d+; active since", out, re.M) or "beta; " in out
         assert "file with ID of 1 has been successfully removed from the central server" in out
         assert "the file does not exist at the server side" in out
+        # UVF: straight to beta over UDP; the script's OUT waits for the transfer.
+        assert "alpha-1.txt has been uploaded" in out
+        assert out.index("alpha-1.txt has been uploaded") < out.index("Bye, alpha!")
+        beta.expect("received alpha_alpha-1.txt from alpha")
+        assert ((beta_dir / "alpha_alpha-1.txt").read_bytes()
+                == (tmp_path / "alpha" / "alpha-1.txt").read_bytes())
         beta.send("AED")
         beta.expect("no other active edge devices")
         beta.send("SCS 2 SUM")

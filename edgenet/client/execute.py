@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from edgenet.client import commands as c
 from edgenet.client.connection import ServerConnection
 from edgenet.client.datagen import data_file_name, write_data_file
-from edgenet.client.peer import UVF_UNAVAILABLE, PeerLink, send_file
+from edgenet.client.peer import PeerLink
 from edgenet.client.results import (
     LOCAL_IO,
     NO_LOCAL_FILE,
@@ -76,10 +76,11 @@ async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, 
         return CommandResult.success(shown, "\n".join(lines) or "no other active edge devices",
                                      devices=devices)
     if isinstance(cmd, c.SendFile):
-        text = await send_file(link, cmd.device, cmd.filename)
-        if text == UVF_UNAVAILABLE:
-            return CommandResult.failure(shown, UVF_FAILED, text)
-        return CommandResult.success(shown, text, device=cmd.device, filename=cmd.filename)
+        # Returns once the transfer has started; its end is announced by the link.
+        started = await link.start_send(cmd.device, cmd.filename)
+        if not started.ok:
+            return CommandResult.failure(shown, started.code or UVF_FAILED, started.text)
+        return CommandResult.success(shown, started.text, **started.data)
     raise AssertionError(f"not a command to execute: {cmd!r}")
 
 

@@ -107,7 +107,7 @@ class HeadlessDevice:
         cfg, name = self.config, self.headless.name
         try:
             infos = await resolve(cfg.server_host, cfg.server_port)
-            self.link = PeerLink.bind(infos[0][0], cfg.udp_port, cfg.data_dir)
+            self.link = PeerLink.for_client(infos[0][0], cfg)
             self.conn = await connect(cfg, infos)
         except PeerBindError as exc:
             self.err.write(f"edgenet: {exc.message}\n")
@@ -136,6 +136,7 @@ class HeadlessDevice:
                        f"the connection to the server failed: {exc.message}")
             return EXIT_UNREACHABLE
         if status != EXIT_AUTH:
+            await self.link.drain()  # UVF transfers started by --run finish (or time out)
             await self._logout()
         return status
 
@@ -278,7 +279,7 @@ class HeadlessDevice:
         if self.conn is not None:
             await self.conn.close()
         if self.link is not None:
-            self.link.close()
+            await self.link.aclose()
 
 
 def run_headless(config: ClientConfig, headless: HeadlessConfig, stdout: TextIO = sys.stdout,

@@ -1,30 +1,62 @@
-"""The device's UDP side: the port bound at start-up, and the seam for UVF.
+"""The device's UDP side: the port bound at start-up, and UVF file transfers between devices.
 
-``PeerLink`` owns the UDP socket from start-up on, so the port sent in the login
-request is really ours and a taken port is reported before anything else
-happens. File transfers between devices (UVF) are not wired in yet: the
-reliable-UDP engine (``edgenet.rudp.endpoint.TransferEndpoint``) plugs in here,
-in ``start`` (wrap ``self.sock`` in a datagram endpoint that also receives
-files into ``data_dir`` and reports them through ``announce``) and ``send``
-(``lookup`` the target's address through the server, then transfer). Nothing
-outside this module needs to change when it lands.
+``PeerLink`` owns the UDP socket from start-up on, so the port sent in the login request is
+really ours and a taken port is reported before anything else happens. After login, ``start``
+hands the socket to the reliable-UDP engine (``edgenet.rudp.TransferEndpoint``), which from
+then on receives files into the data dir as ``<sender>_<name>`` while the shell keeps reading
+commands; the link turns the engine's events into one line each for the user (``announce``)
+and, on a terminal, into progress bars (``status``).
+
+``start_send`` does what must happen before a transfer can begin (the local file exists in the
+data dir, the server says where the target listens: the ``lookup`` request), then runs the
+transfer as a background task and returns at once; the task announces
+``<filename> has been uploaded to <target> (N bytes)`` when the receiver has confirmed the
+whole file, or one line with the reason it failed. ``drain`` waits until no transfer runs (the
+scripted shell calls it before logging out); every transfer ends by itself, by success or by
+the engine's idle timeout.
+
+Which files a device may send: ``filename`` is a path relative to the data dir and must stay
+inside it (``clips/a.mp4`` is fine; ``../x`` and absolute paths are refused). The receiver
+only ever sees the last component (``a.mp4``) and applies the engine's name rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from edgenet.client.console import TransferMeter, status_text, terminal_width
+from edgenet.rudp import TransferEndpoint, TransferError, TransferEvent, TransferOptions, names
+
+if TYPE_CHECKING:
+    from edgenet.config import ClientConfig
+
+log = structlog.get_logger("edgenet.client")
 
 #: Asks the server where a device listens: returns the ``lookup`` reply fields
 #: (``name``, ``ip``, ``udp_port``) or raises LookupFailed.
 LookupFn = Callable[[str], Awaitable[dict[str, Any]]]
 #: Prints one line to the user (for example "received file X from Y").
 AnnounceFn = Callable[[str], None]
+#: Shows the progress bars of running transfers as one line ("" when there are none).
+StatusFn = Callable[[str], None]
 
-UVF_UNAVAILABLE = "UVF is not available yet"
+#: Progress events per second asked of the engine when bars are drawn.
+BAR_INTERVAL = 0.25
+#: ``.uvf-*.part`` files untouched this long belong to no running transfer (the engine gives
+#: up on a silent peer after its idle timeout) and are removed when the link starts.
+STALE_PART_SECONDS = 120.0
+#: Kept for callers of the old seam.
+UVF_UNAVAILABLE = "UVF is not available before login"
 
 
 class PeerBindError(Exception):
@@ -42,6 +74,18 @@ class LookupFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True)
+class SendStart:
+    """What ``UVF`` did at once: started a transfer (``ok``), or refused with a ``code``
+    (``not_active``, ``self_target``, ``no_local_file``, ``outside_data_dir``, ``bad_name``,
+    ``not_ready``, ``bad_reply``) and one line ``text``."""
+
+    ok: bool
+    text: str
+    code: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def bind_udp(family: int, port: int) -> socket.socket:
@@ -68,41 +112,236 @@ def bind_udp(family: int, port: int) -> socket.socket:
     return sock
 
 
-class PeerLink:
-    """The bound UDP socket and, later, the UVF transfer endpoint built on it."""
+def transfer_options(config: ClientConfig) -> TransferOptions:
+    return TransferOptions(chunk_size=config.chunk_size, max_file_size=config.max_receive_size,
+                           max_incoming=config.max_incoming)
 
-    def __init__(self, sock: socket.socket, data_dir: Path) -> None:
+
+def local_file(data_dir: Path, filename: str) -> tuple[Path | None, str, str]:
+    """``filename`` resolved in ``data_dir``: (path, "", "") or (None, code, message)."""
+    norm = os.path.normpath(filename) if filename else ""
+    if os.path.isabs(filename) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        return None, "outside_data_dir", (f"{filename} is outside the data dir; UVF sends files "
+                                          "from the data dir only (give a name relative to it)")
+    path = data_dir / norm
+    if not path.exists():
+        return None, "no_local_file", f"the file {filename} does not exist"
+    if not path.is_file():
+        return None, "no_local_file", f"{filename} is not a regular file"
+    return path, "", ""
+
+
+def remove_stale_parts(data_dir: Path, older_than: float) -> int:
+    """Remove temp files of transfers that died with their process (kill -9, power cut)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        candidates = list(data_dir.glob(".uvf-*.part"))
+    except OSError:
+        return 0
+    for part in candidates:
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+class PeerLink:
+    """The bound UDP socket and, after login, the UVF transfer endpoint built on it."""
+
+    def __init__(self, sock: socket.socket, data_dir: Path,
+                 options: TransferOptions | None = None,
+                 advertise_port: int | None = None) -> None:
         self.sock = sock
         self.data_dir = data_dir
+        self.options = options or TransferOptions()
+        self.advertise_port = advertise_port
         self.device: str | None = None
         self._lookup: LookupFn | None = None
-        self._announce: AnnounceFn | None = None
+        self._announce: AnnounceFn = lambda line: None
+        self._status: StatusFn | None = None
+        self._endpoint: TransferEndpoint | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._meters: dict[str, TransferMeter] = {}  # transfer id -> its progress
+        self._incoming: set[str] = set()  # ids of files being received
+        self._targets: dict[tuple[str, int], str] = {}  # (file name, port) -> device name
+        self._closing = False
 
     @classmethod
-    def bind(cls, family: int, port: int, data_dir: Path) -> PeerLink:
+    def bind(cls, family: int, port: int, data_dir: Path, *,
+             options: TransferOptions | None = None,
+             advertise_port: int | None = None) -> PeerLink:
         """Raises PeerBindError with a one-line message."""
-        return cls(bind_udp(family, port), data_dir)
+        return cls(bind_udp(family, port), data_dir, options, advertise_port)
+
+    @classmethod
+    def for_client(cls, family: int, config: ClientConfig) -> PeerLink:
+        """The link a client's options describe. Raises PeerBindError."""
+        return cls.bind(family, config.udp_port, config.data_dir,
+                        options=transfer_options(config),
+                        advertise_port=config.advertise_udp_port)
 
     @property
     def port(self) -> int:
-        """The port actually bound (the one the login request announces)."""
+        """The port the login request announces: the bound one, unless the device is
+        reached through a forwarded port (``--advertise-udp-port``)."""
+        return self.advertise_port or self.bound_port
+
+    @property
+    def bound_port(self) -> int:
         return int(self.sock.getsockname()[1])
 
-    async def start(self, device: str, lookup: LookupFn, announce: AnnounceFn) -> None:
-        """Called once after login. The UVF engine starts receiving here."""
+    async def start(self, device: str, lookup: LookupFn, announce: AnnounceFn,
+                    status: StatusFn | None = None) -> None:
+        """Called once after login: from now on files are received and can be sent.
+        ``status`` (a terminal only) gets the progress-bar line."""
         self.device = device
         self._lookup = lookup
         self._announce = announce
+        self._status = status
+        options = self.options
+        if status is not None:
+            options = replace(options, progress_interval=BAR_INTERVAL)
+        stale = max(STALE_PART_SECONDS, 6 * options.idle_timeout)
+        removed = await asyncio.to_thread(remove_stale_parts, self.data_dir, stale)
+        if removed:
+            log.info("uvf.stale_parts_removed", count=removed)
+        self._endpoint = await TransferEndpoint.from_socket(self.sock, self.data_dir,
+                                                            options=options,
+                                                            on_event=self._on_event)
+
+    # --- sending -----------------------------------------------------------
+
+    async def start_send(self, target_name: str, filename: str) -> SendStart:
+        """Check, look ``target_name`` up, start sending ``filename`` in the background."""
+        endpoint, device, lookup = self._endpoint, self.device, self._lookup
+        if endpoint is None or device is None or lookup is None or self._closing:
+            return SendStart(False, UVF_UNAVAILABLE, "not_ready")
+        path, code, problem = await asyncio.to_thread(local_file, self.data_dir, filename)
+        if path is None:
+            return SendStart(False, problem, code)
+        try:
+            names.saved_name(device, path.name)
+        except names.NameRefused as exc:
+            return SendStart(False, f"cannot send {filename}: {exc}", "bad_name")
+        try:
+            where = await lookup(target_name)
+        except LookupFailed as exc:
+            return SendStart(False, exc.message, exc.code)
+        ip, port = where.get("ip"), where.get("udp_port")
+        if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
+            return SendStart(False, f"the server gave no usable address for {target_name}",
+                             "bad_reply")
+        self._targets[(path.name, port)] = target_name
+        task = asyncio.ensure_future(self._deliver(endpoint, device, target_name, (ip, port),
+                                                   path, filename))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return SendStart(True, f"sending {filename} to {target_name} ...", None,
+                         {"device": target_name, "filename": filename, "peer": f"{ip}:{port}"})
 
     async def send(self, target_name: str, filename: str) -> str:
-        """Send ``filename`` (in ``data_dir``) to the device ``target_name``.
-        Returns the line to print; never raises for user or network errors."""
-        return UVF_UNAVAILABLE
+        """``start_send``, as the line to print."""
+        return (await self.start_send(target_name, filename)).text
+
+    async def _deliver(self, endpoint: TransferEndpoint, device: str, target: str,
+                       peer: tuple[str, int], path: Path, shown: str) -> None:
+        started = time.monotonic()
+        try:
+            size = await endpoint.send_file(peer, path, device)
+        except TransferError as exc:
+            if not self._closing:
+                self._announce(f"sending {shown} to {target} failed: {exc.message}")
+            return
+        except Exception:  # a bug: say so in one line, keep the traceback in the log
+            log.exception("uvf.send_crashed", target=target, file=shown)
+            self._announce(f"sending {shown} to {target} failed: internal error")
+            return
+        finally:
+            self._targets.pop((path.name, peer[1]), None)
+        log.info("uvf.sent", target=target, file=shown, size=size,
+                 duration_ms=int((time.monotonic() - started) * 1000))
+        self._announce(f"{shown} has been uploaded to {target} ({size} bytes)")
+
+    # --- engine events -----------------------------------------------------
+
+    def _on_event(self, ev: TransferEvent) -> None:
+        if self._closing:
+            return
+        now = time.monotonic()
+        incoming = ev.direction == "in"
+        if ev.kind == "incoming_started":
+            self._incoming.add(ev.transfer_id)
+            self._meters[ev.transfer_id] = TransferMeter(f"{ev.filename} from {ev.peer_name}",
+                                                         ev.size, now)
+            self._announce(f"receiving {ev.filename} from {ev.peer_name} ({ev.size} bytes) ...")
+        elif ev.kind == "incoming_done":
+            saved = ev.path.name if ev.path is not None else ev.filename
+            self._announce(f"received {saved} from {ev.peer_name} ({ev.size} bytes)")
+        elif ev.kind == "incoming_failed":
+            self._announce(f"receiving {ev.filename} from {ev.peer_name} failed: {ev.message}")
+        elif ev.kind == "progress" and self._status is not None:
+            meter = self._meters.get(ev.transfer_id)
+            if meter is None:
+                target = "" if incoming or ev.peer is None else self._targets.get(
+                    (ev.filename, ev.peer[1]), "")
+                label = f"{ev.filename} to {target}" if target else ev.filename
+                meter = self._meters[ev.transfer_id] = TransferMeter(
+                    label, ev.size, now - self.options.progress_interval)
+            meter.update(ev.done_bytes, now)
+        if ev.kind in ("incoming_done", "incoming_failed", "outgoing_done", "outgoing_failed"):
+            self._meters.pop(ev.transfer_id, None)
+            self._incoming.discard(ev.transfer_id)
+        if self._status is not None and (ev.kind == "progress" or ev.transfer_id
+                                         not in self._meters):
+            self._status(status_text(list(self._meters.values()), now, terminal_width()))
+
+    # --- the end -------------------------------------------------------------
+
+    def running(self) -> int:
+        """Transfers still running, in both directions (sends still hashing included)."""
+        return len(self._tasks) + len(self._incoming)
+
+    async def drain(self) -> None:
+        """Until no transfer runs. Each ends by itself: done, refused, or timed out by the
+        engine when the peer falls silent (``idle_timeout``)."""
+        while True:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            elif self._endpoint is not None and self._endpoint.active_transfers():
+                await self._endpoint.wait_idle(self.options.idle_timeout)
+            else:
+                return
+
+    async def aclose(self) -> None:
+        """Abort what still runs (peers are told), then close the socket."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        if self._endpoint is not None:
+            await self._endpoint.close()
+        else:
+            self.sock.close()
 
     def close(self) -> None:
+        """Without a loop to finish on: stop listening and close (peers time out)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._endpoint is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError, OSError):
+                pass
         self.sock.close()
 
 
 async def send_file(link: PeerLink, target_name: str, filename: str) -> str:
-    """The shell's UVF hook: one line to print."""
+    """The old seam (one line to print); ``PeerLink.start_send`` says more."""
     return await link.send(target_name, filename)

@@ -34,6 +34,7 @@ from edgenet.client.connection import (
     client_tls,
     resolve,
 )
+from edgenet.client.console import PromptConsole
 from edgenet.client.execute import execute_command
 from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
 from edgenet.config import ClientConfig
@@ -123,6 +124,9 @@ class Shell:
         self.config = config
         self.out = stdout
         self.lines = LineReader(stdin, stdout, interactive=_isatty(stdin))
+        # Lines that arrive by themselves (UVF) redraw the prompt when input() reads it.
+        self.console = PromptConsole(stdout, redraw=self.lines.interactive
+                                     and stdin is sys.stdin and stdout is sys.stdout)
         self.conn: ServerConnection | None = None
         self.link: PeerLink | None = None
         self.name: str | None = None
@@ -143,6 +147,18 @@ class Shell:
             self._mid_line = False
         self.out.write(line + "\n")
         self.out.flush()
+
+    def notify(self, line: str) -> None:
+        """A line that comes by itself (a file received, a transfer over) while the user
+        may be typing: on a terminal the prompt and the typed text are redrawn after it."""
+        if self.lines.interactive:
+            self.console.notify(line, self._mid_line, PROMPT)
+        else:
+            self.say(line)
+
+    def show_status(self, text: str) -> None:
+        """Progress bars of running transfers (a terminal only), above the prompt."""
+        self.console.set_status(text, self._mid_line, PROMPT)
 
     async def ask(self, prompt: str, secret: bool = False) -> str | None:
         """One line from the user, or None at end of input. Raises ServerGone if the
@@ -165,6 +181,7 @@ class Shell:
             assert self.conn is not None
             raise ServerGone(self.conn.closed.result())
         line = read.result()
+        self.console.input_done()
         if line is None:
             return None
         if scripted:
@@ -188,7 +205,7 @@ class Shell:
     async def _session(self) -> int:
         cfg = self.config
         infos = await resolve(cfg.server_host, cfg.server_port)
-        self.link = PeerLink.bind(infos[0][0], cfg.udp_port, cfg.data_dir)
+        self.link = PeerLink.for_client(infos[0][0], cfg)
         self.conn = await connect(cfg, infos)
         name = await self._login()
         if name is None:  # input ended before a login: nothing to say goodbye to
@@ -197,7 +214,8 @@ class Shell:
             return EXIT_OK
         self.name = name
         structlog.contextvars.bind_contextvars(device=name)
-        await self.link.start(name, self._lookup, self.say)
+        await self.link.start(name, self._lookup, self.notify,
+                              self.show_status if self.lines.interactive else None)
         self.say(f"Welcome to the edge network, {name}!")
         show_menu = True
         while True:
@@ -252,10 +270,21 @@ class Shell:
 
     async def _logout(self) -> int:
         assert self.conn is not None
+        await self._finish_transfers()
         with suppress(ServerGone, ReplyTimeout):
             await self.conn.request({"type": "logout"}, timeout=LOGOUT_TIMEOUT)
         self.say(f"Bye, {self.name}!")
         return EXIT_OK
+
+    async def _finish_transfers(self) -> None:
+        """OUT or end of input: let running UVF transfers end first (each finishes or
+        times out in the engine); Ctrl-C still leaves at once."""
+        if self.link is None or not self.link.running():
+            return
+        count = self.link.running()
+        self.say(f"waiting for {count} file transfer{'s' if count != 1 else ''} to finish "
+                 "(Ctrl-C to abort)")
+        await self.link.drain()
 
     async def logout_quietly(self) -> None:
         """Best effort, bounded: used at end of input before login and after Ctrl-C."""
@@ -289,7 +318,7 @@ class Shell:
         if self.conn is not None:
             await self.conn.close()
         if self.link is not None:
-            self.link.close()
+            await self.link.aclose()
 
 
 async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = None
