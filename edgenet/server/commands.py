@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from typing import TYPE_CHECKING, Any
 
 from edgenet.server.compute import DataError
 from edgenet.server.logs import FileRecord, format_timestamp
 from edgenet.server.state import ActiveDevices
 from edgenet.wire import messages as m
-from edgenet.wire.frames import encode_raw_header
+from edgenet.wire.frames import MAX_REPLY_HEADER, encode_frame
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
@@ -101,39 +102,66 @@ async def delete(server: EdgeServer, device: str, req: m.Delete) -> dict[str, An
 
 
 class DeviceListing:
-    """AED replies, assembled from a cache of each active device's encoded entry.
+    """AED replies, written from a cache instead of being encoded per request.
 
-    The entries are encoded once per change of the active list (login, logout),
-    not once per AED: at 1,000 devices an AED reply is ~100 KB, and encoding it
-    from scratch on every request would cost the server most of its time.
+    Each active device's JSON entry is encoded once per session, and all entries
+    are joined once per change of the active list (login, logout). A reply is
+    then a small framed prefix plus one or two views into the joined bytes (the
+    asker's own entry is cut out), written without copying: at 5,000 devices an
+    AED reply is ~600 KB, and building it per request would cost the server most
+    of its time in allocation alone.
     """
 
     def __init__(self, devices: ActiveDevices) -> None:
         self.devices = devices
         self._version = -1
-        self._entries: list[bytes] = []
-        self._index: dict[str, int] = {}
+        self._encoded: dict[str, bytes] = {}
+        self._joined = b""
+        self._spans: dict[str, tuple[int, int]] = {}
 
     def _refresh(self) -> None:
         if self._version == self.devices.version:
             return
-        self._entries = []
-        self._index = {}
-        for i, d in enumerate(self.devices):
-            self._index[d.name] = i
-            self._entries.append(json.dumps(
-                {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, "since": d.since,
-                 "since_text": format_timestamp(d.since)},
-                separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        encoded: dict[str, bytes] = {}
+        parts: list[bytes] = []
+        spans: dict[str, tuple[int, int]] = {}
+        pos = 0
+        for d in self.devices:
+            entry = self._encoded.get(d.session_id)
+            if entry is None:
+                entry = json.dumps(
+                    {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, "since": d.since,
+                     "since_text": format_timestamp(d.since)},
+                    separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            encoded[d.session_id] = entry
+            if parts:
+                pos += 1  # the comma before this entry
+            spans[d.name] = (pos, pos + len(entry))
+            pos += len(entry)
+            parts.append(entry)
+        self._encoded = encoded
+        self._joined = b",".join(parts)
+        self._spans = spans
         self._version = self.devices.version
 
-    def reply(self, request_id: int, device: str) -> bytes:
-        """The framed ``ok`` reply listing every active device but ``device``."""
+    def reply(self, request_id: int, device: str) -> list[bytes | memoryview]:
+        """The framed ``ok`` reply listing every active device but ``device``, as
+        pieces to write in order."""
         self._refresh()
-        i = self._index.get(device)
-        entries = self._entries if i is None else self._entries[:i] + self._entries[i + 1:]
-        raw = b'{"type":"ok","id":%d,"devices":[%b]}' % (request_id, b",".join(entries))
-        return encode_raw_header(raw)
+        joined = memoryview(self._joined)
+        span = self._spans.get(device)
+        if span is None:
+            body = [joined]
+        elif span[0] == 0:
+            body = [joined[span[1] + 1:]]  # drop the entry and the comma after it
+        else:
+            body = [joined[: span[0] - 1], joined[span[1]:]]  # and the comma before it
+        head = b'{"type":"ok","id":%d,"devices":[' % request_id
+        length = len(head) + sum(len(piece) for piece in body) + 2
+        if length > MAX_REPLY_HEADER:
+            return [encode_frame(m.error(request_id, "too_large",
+                                         "too many active devices to list in one reply"))]
+        return [struct.pack(">I", length) + head, *body, b"]}"]
 
 
 def lookup(server: EdgeServer, device: str, req: m.Lookup) -> dict[str, Any]:

@@ -208,7 +208,7 @@ class DeviceConnection:
             return False
         started = time.perf_counter()
         self.busy = True
-        reply: dict[str, Any] | bytes
+        reply: dict[str, Any] | list[bytes | memoryview]
         try:
             if isinstance(req, m.Compute):
                 reply = await commands.compute(self.server, self.name, req)
@@ -245,10 +245,12 @@ class DeviceConnection:
         self._finish_command(req, reply, self._started)
         await self._drain()
 
-    def _finish_command(self, req: m.Request, reply: dict[str, Any] | bytes,
+    def _finish_command(self, req: m.Request, reply: dict[str, Any] | list[bytes | memoryview],
                         started: float) -> None:
-        if isinstance(reply, bytes):  # already framed (AED)
-            self.writer.write(reply)
+        if isinstance(reply, list):  # already framed, in pieces (AED)
+            for piece in reply:
+                if piece:
+                    self.writer.write(piece)
             outcome = "ok"
         else:
             self._send(reply)

@@ -1,0 +1,54 @@
+"""AED replies assembled from the cached, joined device entries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgenet.server.commands import DeviceListing
+from edgenet.server.state import ActiveDevices
+from edgenet.wire.frames import FrameDecoder, Header
+
+
+class Session:
+    def disconnect(self, kind: str, message: str) -> None:
+        pass
+
+
+def decode(pieces: list[bytes | memoryview]) -> dict[str, object]:
+    dec = FrameDecoder(max_header=16 * 2**20)
+    dec.receive_data(b"".join(bytes(p) for p in pieces))
+    ev = dec.next_event()
+    assert isinstance(ev, Header)
+    return ev.fields
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_every_position_of_the_asker_is_cut_out(n: int) -> None:
+    devices = ActiveDevices()
+    names = [f"d{i}" for i in range(n)]
+    for i, name in enumerate(names):
+        devices.add(name, "127.0.0.1", 1000 + i, 1_700_000_000.0 + i, Session())
+    listing = DeviceListing(devices)
+    for asker in names + ["stranger"]:
+        reply = decode(listing.reply(42, asker))
+        assert reply["type"] == "ok" and reply["id"] == 42
+        listed = [d["name"] for d in reply["devices"]]  # type: ignore[index, union-attr]
+        assert listed == [x for x in names if x != asker]
+
+
+def test_cache_follows_logins_and_logouts() -> None:
+    devices = ActiveDevices()
+    listing = DeviceListing(devices)
+    devices.add("a", "10.0.0.1", 1, 0.0, Session())
+    assert decode(listing.reply(1, "x"))["devices"] == [
+        {"name": "a", "ip": "10.0.0.1", "udp_port": 1, "since": 0.0,
+         "since_text": decode(listing.reply(1, "x"))["devices"][0]["since_text"]}]  # type: ignore[index]
+    devices.add("a", "10.0.0.2", 2, 1.0, Session())  # takeover: new address
+    devices.add("b", "10.0.0.3", 3, 2.0, Session())
+    reply = decode(listing.reply(2, "b"))
+    assert [(d["name"], d["ip"]) for d in reply["devices"]] == [("a", "10.0.0.2")]  # type: ignore[index, union-attr]
+    devices.remove("a")
+    assert decode(listing.reply(3, "b"))["devices"] == []
+    json.dumps(reply)
