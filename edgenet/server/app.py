@@ -185,6 +185,10 @@ class EdgeServer:
             self._tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # Shutdown cancelled it after the grace. End the task normally: on 3.11 the
+            # stream's done-callback would print a traceback for a cancelled task.
+            pass
         except Exception:  # a bug of ours: log it, keep serving everybody else
             log.exception("connection_crashed", peer=conn.peer)
         finally:
