@@ -8,6 +8,7 @@ import importlib.util
 import os
 import random
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_50mb_arrives_while_devices_keep_working(server_process: ServerProcess,
             client.close()
 
 
-def test_50mb_through_5_percent_loss_and_scripted_sender_waits_at_eof(
+def test_50mb_through_5_percent_loss_and_scripted_clients_wait_at_eof(
         server_process: ServerProcess, tmp_path: Path) -> None:
     bench = bench_uvf()
     big = make_file(tmp_path / "alpha" / "big.bin", 50 * MB, seed=4)
@@ -122,14 +123,27 @@ def test_50mb_through_5_percent_loss_and_scripted_sender_waits_at_eof(
                       extra=["--advertise-udp-port", str(relay_port)])
     try:
         beta.login("beta", "betapass")
-        # The script ends right after UVF: the client must finish the transfer, then log out.
-        alpha = run_script(server_process.port, tmp_path / "alpha",
-                           ["alpha", "alphapass", "UVF beta big.bin"], timeout=45)
+        # Both scripts end while the file is on its way: each client finishes the transfer
+        # (sending or receiving), then logs out.
+        results: list[subprocess.CompletedProcess[str]] = []
+        sender = threading.Thread(target=lambda: results.append(run_script(
+            server_process.port, tmp_path / "alpha", ["alpha", "alphapass", "UVF beta big.bin"],
+            timeout=45)))
+        sender.start()
+        beta.expect("receiving big.bin from alpha (50000000 bytes) ...", 20)
+        assert beta.proc.stdin is not None
+        beta.proc.stdin.close()
+        beta.expect("waiting for 1 file transfer to finish", 10)
+        beta.expect("received alpha_big.bin from alpha (50000000 bytes)", 30)
+        beta.expect("Bye, beta!", 10)
+        assert beta.proc.wait(10) == 0
+        sender.join(45)
+        alpha = results[0]
         assert alpha.returncode == 0, alpha.stdout + alpha.stderr
         out = alpha.stdout
+        assert "waiting for 1 file transfer to finish" in out
         assert "big.bin has been uploaded to beta (50000000 bytes)" in out
         assert out.index("has been uploaded") < out.index("Bye, alpha!")
-        saw(beta, "received alpha_big.bin from alpha (50000000 bytes)")
         assert sha(tmp_path / "beta" / "alpha_big.bin") == sha(big)
     finally:
         beta.close()
