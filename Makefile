@@ -47,3 +47,9 @@ bench-quick: build/edgenet.pyz
 
 clean:
 	rm -rf build $(VENV) *.egg-info
+
+# Proof that the one zipapp runs on ARM: an arm64 Debian root (debootstrap) under
+# qemu-user, a headless device session against an x86-64 server. Slow; needs root.
+arm-check: build/edgenet.pyz
+	bash docs/deploy/arm-check.sh build/edgenet.pyz
+.PHONY: arm-check
