@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgenet.client.peer import UVF_UNAVAILABLE
 from tests.clientproc import LiveClient, wait_until
 from tests.conftest import ServerProcess, server_argv
 
@@ -163,17 +162,16 @@ def test_stay_reconnects_after_restart_and_sigterm_logs_out(
         assert wait_until(lambda: device_names(server.data_dir) == ["beta"], timeout=20)
         udp_after = (server.data_dir / "edge-device-log.txt").read_text().split("; ")[-1]
         assert udp_after == udp_before
-        # A file sent to it after the restart arrives (once UVF is wired into the client).
+        # A file sent to it after the restart arrives: the UDP endpoint outlived the link.
         payload = tmp_path / "alpha" / "clip.bin"
         payload.parent.mkdir()
-        payload.write_bytes(os.urandom(50_000))
+        payload.write_bytes(os.urandom(200_000))
         p = headless(server.port, tmp_path / "alpha", "--json", "--run", "UVF beta clip.bin")
-        results = json_lines(p.stdout)
-        uvf = next(r for r in results if r["command"].startswith("UVF"))
-        if uvf.get("error", {}).get("message") != UVF_UNAVAILABLE:
-            assert p.returncode == 0, p.stdout + p.stderr
-            assert wait_until(lambda: any(f.is_file() and f.read_bytes() == payload.read_bytes()
-                                          for f in beta_dir.rglob("*")), timeout=20)
+        assert p.returncode == 0, p.stdout + p.stderr
+        uvf = next(r for r in json_lines(p.stdout) if r["command"] == "UVF beta clip.bin")
+        assert uvf["ok"] and uvf["result"]["device"] == "beta"
+        assert wait_until(lambda: any(f.is_file() and f.read_bytes() == payload.read_bytes()
+                                      for f in beta_dir.iterdir()), timeout=20)
         # SIGTERM: logged out at once, status 0.
         stay.send_signal(signal.SIGTERM)
         assert stay.wait(10) == 0
@@ -183,6 +181,8 @@ def test_stay_reconnects_after_restart_and_sigterm_logs_out(
         events = json_lines(out)
         assert [e.get("command") for e in events].count("login") == 2
         assert any(e.get("event") == "disconnected" for e in events)
+        assert any(e.get("event") == "peer" and "received" in e["message"]
+                   and "clip.bin" in e["message"] for e in events), events
         assert "Traceback" not in err
     finally:
         if stay.poll() is None:
