@@ -204,3 +204,15 @@ def test_sigterm_on_a_scripted_client(server_process: ServerProcess, tmp_path: P
         assert device_names(server_process.data_dir) == []
     finally:
         c.close()
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    from edgenet.client.headless import Backoff
+
+    low = Backoff(base=0.5, cap=4.0, rng=lambda: 0.0)
+    high = Backoff(base=0.5, cap=4.0, rng=lambda: 1.0)
+    assert [low.next_delay() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert [high.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    high.reset()
+    assert high.next_delay() == 0.5
+    assert Backoff(base=5.0, cap=1.0, rng=lambda: 1.0).next_delay() == 1.0
