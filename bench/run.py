@@ -21,13 +21,16 @@ HERE = Path(__file__).resolve().parent
 FULL = [
     ("startup", ["bench_startup.py", "--runs", "5"]),
     ("upload", ["bench_upload.py", "--sizes", "1,100", "--runs", "5"]),
-    ("uvf", ["bench_uvf.py"]),
+    ("uvf", ["bench_uvf.py", "--size-mb", "200", "--runs", "3"]),
+    ("p2p", ["bench_p2p.py", "--size-mb", "100", "--runs", "3"]),
     ("scale", ["bench_scale.py", "--devices", "100,1000,5000", "--seconds", "5", "--runs", "3"]),
 ]
 QUICK = [
     ("startup", ["bench_startup.py", "--runs", "2"]),
     ("upload", ["bench_upload.py", "--sizes", "1,20", "--runs", "1"]),
-    ("uvf", ["bench_uvf.py", "--quick"]),
+    ("uvf", ["bench_uvf.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05"]),
+    ("p2p", ["bench_p2p.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05",
+             "--tftp-mb", "2", "--no-lossy-tftp"]),
     ("scale", ["bench_scale.py", "--devices", "100", "--seconds", "2", "--runs", "1"]),
 ]
 
@@ -35,7 +38,7 @@ QUICK = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated subset: startup,upload,uvf,scale")
+    ap.add_argument("--only", default="", help="comma-separated subset: startup,upload,uvf,p2p,scale")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)
