@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import selectors
@@ -322,6 +323,9 @@ def bench(args: argparse.Namespace) -> None:
             flush=True,
         )
         tcp = [measure_tcp(src, work) for _ in range(args.runs)]
+        result: dict[str, object] = {"file_mb": args.size_mb, "chunk": args.chunk,
+                                     "runs": args.runs,
+                                     "raw_tcp_mb_s": statistics.median(tcp) / 1e6, "loss": {}}
         print(
             f"raw TCP over loopback: median {statistics.median(tcp) / 1e6:.1f} MB/s "
             f"(runs: {', '.join(f'{x / 1e6:.0f}' for x in tcp)})",
@@ -340,6 +344,12 @@ def bench(args: argparse.Namespace) -> None:
                 f"{', '.join(f'{x / 1e6:.0f}' for x in totals)}; retransmissions {retx}",
                 flush=True,
             )
+            result["loss"][str(loss)] = {  # type: ignore[index]
+                "uvf_mb_s": statistics.median(totals) / 1e6, "runs_mb_s": [x / 1e6 for x in totals],
+                "retransmissions": retx}
+        out = ROOT / "build" / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "uvf.json").write_text(json.dumps(result, indent=2))
 
 
 def main() -> None:
