@@ -19,7 +19,7 @@ import structlog
 
 from edgenet import __version__
 from edgenet.config import ServerConfig
-from edgenet.server.auth import CredentialsError, Credentials
+from edgenet.server.auth import Credentials, CredentialsError
 from edgenet.server.commands import DeviceListing
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
 from edgenet.server.limits import LoginRateLimiter
@@ -209,7 +209,7 @@ class EdgeServer:
                 f"{self.config.max_connections} connections; try again later"))
         try:
             writer.write(frame)
-        except Exception:  # noqa: BLE001 - the peer may be gone already
+        except Exception:  # noqa: BLE001, S110 - the peer may be gone already
             pass
         writer.close()  # flushes what is buffered, then closes
 

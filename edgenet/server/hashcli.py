@@ -12,7 +12,12 @@ import sys
 from typing import TextIO
 
 from edgenet.server.auth import valid_device_name
-from edgenet.server.passwords import DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS, hash_password
+from edgenet.server.passwords import (
+    DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    hash_password,
+)
 from edgenet.wire.messages import MAX_PASSWORD
 
 

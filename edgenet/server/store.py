@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgenet.server.compute import DataError, SampleValidator, Stats, stats_of_file
 from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord
