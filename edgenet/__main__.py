@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--login-rate", default="60", metavar="N",
                      help="failed logins per minute allowed per IP address; 0: no limit "
                           "(default 60)")
-    lim.add_argument("--login-timeout", default="30", metavar="SECONDS",
+    lim.add_argument("--login-timeout", default="120", metavar="SECONDS",
                      help="close a connection that has not logged in after this long "
-                          "(default 30)")
+                          "(default 120)")
     lim.add_argument("--send-timeout", default="30", metavar="SECONDS",
                      help="drop a device that does not read its replies for this long "
                           "(default 30)")

@@ -27,8 +27,9 @@ class ServerConfig:
     max_connections: int = 10_000
     #: Failed logins per minute allowed per IP address (burst as large); 0: no limit.
     login_rate: int = 60
-    #: Seconds a connection may stay without a successful login before it is closed.
-    login_timeout: float = 30.0
+    #: Seconds a connection may stay without a successful login before it is closed
+    #: (a person types the name and password on an open connection; as sshd LoginGraceTime).
+    login_timeout: float = 120.0
     #: Seconds a reply may wait for a peer that does not read before it is dropped.
     send_timeout: float = 30.0
     #: Seconds in-flight uploads get to finish on SIGTERM/SIGINT before they are aborted.
