@@ -56,6 +56,7 @@ def _routes() -> list[web.RouteDef]:
         web.get(f"{API}/events", v.list_events),
         web.get(f"{API}/events/stream", v.stream_events),
         web.get(f"{API}/files", v.list_files),
+        web.post(f"{API}/credentials/reload", v.reload_credentials),
     ]
 
 

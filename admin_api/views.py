@@ -173,6 +173,18 @@ async def lift_lockout(request: web.Request) -> web.Response:
     return json_response({"data": {**was, "lifted": True}})
 
 
+# -- credentials -----------------------------------------------------------------
+
+
+async def reload_credentials(request: web.Request) -> web.Response:
+    """Re-read the credentials file, as SIGHUP does; revoked devices are disconnected."""
+    result = await _ctx(request).server.reload_credentials_async()
+    if not result["reloaded"]:
+        err = result["error"]
+        raise ApiError(409, err["code"], err["message"])
+    return json_response({"data": result})
+
+
 # -- logs ------------------------------------------------------------------------
 
 

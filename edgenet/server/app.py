@@ -238,20 +238,32 @@ class EdgeServer:
         return True
 
     def reload_credentials(self) -> dict[str, Any]:
-        """Re-read the credentials file (SIGHUP; the admin API). Devices no longer listed
-        are disconnected (notice ``revoked``). A file that cannot be read or parsed keeps
-        the old credentials. Returns what happened, for a JSON reply."""
+        """Re-read the credentials file now (blocking read; see ``reload_credentials_async``)."""
+        return self._apply_credentials(self._read_credentials())
+
+    async def reload_credentials_async(self) -> dict[str, Any]:
+        """Re-read the credentials file (SIGHUP; the admin API) without blocking the loop:
+        the file is read and parsed in a worker thread, then applied here. Devices no
+        longer listed are disconnected (notice ``revoked``). A file that cannot be read
+        or parsed keeps the old credentials. Returns what happened, for a JSON reply."""
+        return self._apply_credentials(await asyncio.to_thread(self._read_credentials))
+
+    def _read_credentials(self) -> Credentials | str:
+        """The file's credentials, or why they cannot be used (touches no state)."""
         path = self.config.credentials
         try:
             new = Credentials.load(path)
         except CredentialsError as exc:
-            log.error("credentials_reload_failed", path=str(path), error=str(exc))
-            return {"reloaded": False, "error": {"code": "bad_credentials", "message": str(exc)},
-                    "devices": len(self.credentials)}
+            return str(exc)
         if not new.entries:
-            message = f"{path} lists no devices; the old credentials are kept"
-            log.error("credentials_reload_failed", path=str(path), error=message)
-            return {"reloaded": False, "error": {"code": "bad_credentials", "message": message},
+            return f"{path} lists no devices; the old credentials are kept"
+        return new
+
+    def _apply_credentials(self, new: Credentials | str) -> dict[str, Any]:
+        path = self.config.credentials
+        if isinstance(new, str):
+            log.error("credentials_reload_failed", path=str(path), error=new)
+            return {"reloaded": False, "error": {"code": "bad_credentials", "message": new},
                     "devices": len(self.credentials)}
         old = self.credentials
         self.credentials = new
@@ -264,6 +276,12 @@ class EdgeServer:
                  removed=len(removed), disconnected=revoked, plain_text=len(new.plain_text))
         return {"reloaded": True, "devices": len(new), "added": added, "removed": removed,
                 "disconnected": revoked, "plain_text": len(new.plain_text)}
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: reload in a task the server tracks (it is awaited on shutdown)."""
+        task = asyncio.get_running_loop().create_task(self.reload_credentials_async())
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
 
     def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),
@@ -299,7 +317,7 @@ async def serve(config: ServerConfig, credentials: Credentials,
         except (NotImplementedError, RuntimeError):  # not on this platform
             pass
     try:
-        loop.add_signal_handler(signal.SIGHUP, server.reload_credentials)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_on_signal)
     except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP (Windows)
         pass
     await stop.wait()
