@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import os
 import sys
@@ -219,6 +218,8 @@ def run_server(args: argparse.Namespace) -> int:
             install_admin(server, events)
 
     try:
+        import asyncio
+
         return asyncio.run(serve(config, credentials, ready=ready, extra=extra))
     except AdminStartError as exc:
         print(f"edgenet: {exc}", file=sys.stderr)
