@@ -170,6 +170,8 @@ def test_stay_reconnects_after_restart_and_sigterm_logs_out(
         assert p.returncode == 0, p.stdout + p.stderr
         uvf = next(r for r in json_lines(p.stdout) if r["command"] == "UVF beta clip.bin")
         assert uvf["ok"] and uvf["result"]["device"] == "beta"
+        # Headless, a UVF's result is the end of the transfer, not its start.
+        assert "has been uploaded to beta" in uvf["text"]
         assert wait_until(lambda: any(f.is_file() and f.read_bytes() == payload.read_bytes()
                                       for f in beta_dir.iterdir()), timeout=20)
         # SIGTERM: logged out at once, status 0.
@@ -216,3 +218,36 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     high.reset()
     assert high.next_delay() == 0.5
     assert Backoff(base=5.0, cap=1.0, rng=lambda: 1.0).next_delay() == 1.0
+
+
+def test_headless_uvf_that_never_arrives_fails_with_status_5(server_process: ServerProcess,
+                                                               tmp_path: Path) -> None:
+    """The target is logged in, but nothing answers on its UDP port: the transfer times
+    out, and the headless run says so in its exit status (5) and its JSON result."""
+    import asyncio
+
+    from tests.wireclient import WireDevice
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # bound, never read: the offer goes unanswered
+
+    async def log_in_beta() -> WireDevice:
+        dev = await WireDevice.connect(server_process.port)
+        assert (await dev.login("beta", "betapass", silent.getsockname()[1]))["type"] == "ok"
+        return dev
+
+    loop = asyncio.new_event_loop()
+    try:
+        beta = loop.run_until_complete(log_in_beta())
+        (tmp_path / "alpha").mkdir()
+        (tmp_path / "alpha" / "clip.bin").write_bytes(os.urandom(50_000))
+        p = headless(server_process.port, tmp_path / "alpha", "--json", "--run",
+                     "UVF beta clip.bin", timeout=60)
+        assert p.returncode == 5, p.stdout + p.stderr
+        result = next(r for r in json_lines(p.stdout) if r.get("command") == "UVF beta clip.bin")
+        assert result["ok"] is False and "failed" in result["error"]["message"]
+        assert "Traceback" not in p.stderr
+        loop.run_until_complete(beta.close())
+    finally:
+        loop.close()
+        silent.close()

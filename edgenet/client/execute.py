@@ -43,8 +43,12 @@ def usage_failure(line: str, err: c.CommandError) -> CommandResult:
 
 
 async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, link: PeerLink,
-                          name: str, data_dir: Path) -> CommandResult:
-    """Run ``cmd`` (parsed from ``line``; not Logout) for the device ``name``."""
+                          name: str, data_dir: Path, wait_transfer: bool = False
+                          ) -> CommandResult:
+    """Run ``cmd`` (parsed from ``line``; not Logout) for the device ``name``.
+
+    ``wait_transfer``: a UVF's result is the end of its transfer (headless runs,
+    whose exit status must say whether the file arrived), not its start."""
     shown = command_text(line)
     if isinstance(cmd, c.GenerateData):
         return await _generate(shown, cmd, name, data_dir)
@@ -76,11 +80,17 @@ async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, 
         return CommandResult.success(shown, "\n".join(lines) or "no other active edge devices",
                                      devices=devices)
     if isinstance(cmd, c.SendFile):
-        # Returns once the transfer has started; its end is announced by the link.
-        started = await link.start_send(cmd.device, cmd.filename)
+        # Interactive and stdin-scripted: returns once the transfer has started; the
+        # link announces its end. Headless (wait_transfer): the result is the end.
+        started = await link.start_send(cmd.device, cmd.filename, announce_end=not wait_transfer)
         if not started.ok:
             return CommandResult.failure(shown, started.code or UVF_FAILED, started.text)
-        return CommandResult.success(shown, started.text, **started.data)
+        if not wait_transfer or started.outcome is None:
+            return CommandResult.success(shown, started.text, **started.data)
+        end = await started.outcome
+        if not end.ok:
+            return CommandResult.failure(shown, end.code or UVF_FAILED, end.text)
+        return CommandResult.success(shown, end.text, size=end.size, **started.data)
     raise AssertionError(f"not a command to execute: {cmd!r}")
 
 

@@ -166,7 +166,7 @@ class HeadlessDevice:
                 return status, True
             result = await execute_command(line, cmd, conn=self.conn, link=self.link,
                                            name=self.headless.name,
-                                           data_dir=self.config.data_dir)
+                                           data_dir=self.config.data_dir, wait_transfer=True)
             if result.ok:
                 self.printer.result(result)
                 continue

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgenet.client.console import TransferMeter, status_text, terminal_width
+from edgenet.client.results import UVF_FAILED
 from edgenet.rudp import TransferEndpoint, TransferError, TransferEvent, TransferOptions, names
 
 if TYPE_CHECKING:
@@ -86,6 +87,19 @@ class SendStart:
     text: str
     code: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: How the transfer ended (set when ``ok``): resolves once the receiver has
+    #: confirmed the whole file, or the transfer failed.
+    outcome: asyncio.Future[SendOutcome] | None = None
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The end of a transfer: ``ok`` with the size, or a ``code`` and one line ``text``."""
+
+    ok: bool
+    text: str
+    code: str | None = None
+    size: int = 0
 
 
 def bind_udp(family: int, port: int) -> socket.socket:
@@ -215,8 +229,11 @@ class PeerLink:
 
     # --- sending -----------------------------------------------------------
 
-    async def start_send(self, target_name: str, filename: str) -> SendStart:
-        """Check, look ``target_name`` up, start sending ``filename`` in the background."""
+    async def start_send(self, target_name: str, filename: str,
+                         announce_end: bool = True) -> SendStart:
+        """Check, look ``target_name`` up, start sending ``filename`` in the background.
+
+        The end is announced as a line (``announce_end``) and in ``outcome``."""
         endpoint, device, lookup = self._endpoint, self.device, self._lookup
         if endpoint is None or device is None or lookup is None or self._closing:
             return SendStart(False, UVF_UNAVAILABLE, "not_ready")
@@ -236,35 +253,54 @@ class PeerLink:
             return SendStart(False, f"the server gave no usable address for {target_name}",
                              "bad_reply")
         self._targets[(path.name, port)] = target_name
+        outcome: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(self._deliver(endpoint, device, target_name, (ip, port),
-                                                   path, filename))
+                                                   path, filename, outcome, announce_end))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return SendStart(True, f"sending {filename} to {target_name} ...", None,
-                         {"device": target_name, "filename": filename, "peer": f"{ip}:{port}"})
+                         {"device": target_name, "filename": filename, "peer": f"{ip}:{port}"},
+                         outcome)
 
     async def send(self, target_name: str, filename: str) -> str:
         """``start_send``, as the line to print."""
         return (await self.start_send(target_name, filename)).text
 
     async def _deliver(self, endpoint: TransferEndpoint, device: str, target: str,
-                       peer: tuple[str, int], path: Path, shown: str) -> None:
+                       peer: tuple[str, int], path: Path, shown: str,
+                       outcome: asyncio.Future[SendOutcome], announce_end: bool) -> None:
         started = time.monotonic()
+        try:
+            result = await self._send_one(endpoint, device, target, peer, path, shown)
+        except asyncio.CancelledError:
+            if not outcome.done():
+                outcome.set_result(SendOutcome(False, f"sending {shown} to {target} was "
+                                                      "aborted", "aborted"))
+            raise
+        finally:
+            self._targets.pop((path.name, peer[1]), None)
+        if result.ok:
+            log.info("uvf.sent", target=target, file=shown, size=result.size,
+                     duration_ms=int((time.monotonic() - started) * 1000))
+        if not outcome.done():
+            outcome.set_result(result)
+        if announce_end and not (self._closing and not result.ok):
+            self._announce(result.text)
+
+    @staticmethod
+    async def _send_one(endpoint: TransferEndpoint, device: str, target: str,
+                        peer: tuple[str, int], path: Path, shown: str) -> SendOutcome:
         try:
             size = await endpoint.send_file(peer, path, device)
         except TransferError as exc:
-            if not self._closing:
-                self._announce(f"sending {shown} to {target} failed: {exc.message}")
-            return
+            return SendOutcome(False, f"sending {shown} to {target} failed: {exc.message}",
+                               exc.code or UVF_FAILED)
         except Exception:  # a bug: say so in one line, keep the traceback in the log
             log.exception("uvf.send_crashed", target=target, file=shown)
-            self._announce(f"sending {shown} to {target} failed: internal error")
-            return
-        finally:
-            self._targets.pop((path.name, peer[1]), None)
-        log.info("uvf.sent", target=target, file=shown, size=size,
-                 duration_ms=int((time.monotonic() - started) * 1000))
-        self._announce(f"{shown} has been uploaded to {target} ({size} bytes)")
+            return SendOutcome(False, f"sending {shown} to {target} failed: internal error",
+                               "internal")
+        return SendOutcome(True, f"{shown} has been uploaded to {target} ({size} bytes)",
+                           None, size)
 
     # --- engine events -----------------------------------------------------
 
