@@ -200,9 +200,16 @@ def test_sender_rto_deadlines_exact() -> None:
     assert rto == pytest.approx(max(0.2, 0.1 + 4 * 0.05))
     assert s.get_timer() == pytest.approx(1.1 + rto)
     s.handle_timer(1.1 + rto)
-    assert len(s.datagrams_to_send(1.1 + rto)) == 5  # everything unacknowledged is resent
-    assert s.retransmissions == 5
-    assert s.get_timer() == pytest.approx(1.1 + rto + 2 * rto)
+    assert len(s.datagrams_to_send(1.1 + rto)) == 2  # first expiry: a probe of the oldest two
+    assert s.retransmissions == 2
+    t = 1.1 + rto + 2 * rto
+    assert s.get_timer() == pytest.approx(t)  # backed off
+    window = s.cc.window
+    s.handle_timer(t)
+    assert len(s.datagrams_to_send(t)) == 5  # second expiry: everything unacknowledged
+    assert s.retransmissions == 7
+    assert s.cc.window < window or s.cc.window == s.cc._config.min_window
+    assert s.get_timer() == pytest.approx(t + 4 * rto)
 
 
 class _Reader:
@@ -235,7 +242,7 @@ def test_spurious_loss_widens_thresholds() -> None:
     assert sent.packet_threshold == 6 and sent.time_threshold == pytest.approx(1.375)
     for _ in range(20):
         sent.on_spurious_loss()
-    assert sent.packet_threshold == 256 and sent.time_threshold == 2.0
+    assert sent.packet_threshold == 64 and sent.time_threshold == 2.0
 
 
 # -- congestion ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class TransferOptions:
     #: SO_RCVBUF / SO_SNDBUF requested (the OS may cap it, e.g. net.core.rmem_max).
     socket_buffer: int = 4 * 2**20
     initial_rto: float = 1.0
-    min_rto: float = 0.2
+    min_rto: float = 0.02
     max_rto: float = 4.0
     use_gso: bool = True
     use_gro: bool = True

@@ -1,9 +1,10 @@
 """RTT estimation (RFC 6298) and loss detection for the UVF sender.
 
 ``RttEstimator`` is RFC 6298 to the letter (alpha 1/8, beta 1/4, K 4, clock granularity G),
-except the bounds, which are parameters: the RFC's 1 s minimum is far above a LAN round trip, so
-the default is 200 ms like Linux, and the maximum is 4 s so that a retry always happens within
-the 10 s idle timeout.
+except the bounds, which are parameters: the RFC's 1 s minimum (and Linux's 200 ms) is far above
+a LAN round trip and stalls a fast transfer at every lost tail, so the default is 20 ms (the
+sender's first expiry is a cheap two-chunk probe, so an early one costs little); the maximum is
+4 s so that a retry always happens within the 10 s idle timeout.
 
 ``SentChunks`` tracks chunks in flight in send order. Every transmission gets a sender-local
 packet number; a chunk is declared lost when a chunk sent at least ``PACKET_THRESHOLD``
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 PACKET_THRESHOLD = 3
-MAX_PACKET_THRESHOLD = 256
+MAX_PACKET_THRESHOLD = 64
 TIME_THRESHOLD = 9 / 8
 MAX_TIME_THRESHOLD = 2.0
 #: Clock granularity G of RFC 6298 and the smallest reordering window.
@@ -30,7 +31,7 @@ GRANULARITY = 0.001
 @dataclass(frozen=True)
 class RtoConfig:
     initial_rto: float = 1.0
-    min_rto: float = 0.2
+    min_rto: float = 0.02
     max_rto: float = 4.0
 
 
@@ -155,6 +156,14 @@ class SentChunks:
                 continue
             return lost, sent + delay
         return lost, None
+
+    def pop_oldest(self, count: int) -> list[int]:
+        """Forget the ``count`` oldest transmissions (a probe resends them)."""
+        out: list[int] = []
+        while self._chunks and len(out) < count:
+            index, _ = self._chunks.popitem(last=False)
+            out.append(index)
+        return out
 
     def pop_all(self) -> list[int]:
         """Forget every chunk in flight (oldest first): a retransmission timeout."""

@@ -95,6 +95,8 @@ class Sender:
         self._acked = RangeSet()  # acknowledged chunks at or above the cumulative point
         self._cum = 0  # every chunk below this is acknowledged
         self._acked_count = 0
+        #: Retransmission timer expiries (probes and full timeouts).
+        self.timeouts = 0
         self._lost: deque[int] = deque()
         self._lost_set: set[int] = set()
         self._resent_at: dict[int, float] = {}  # chunk -> last resend time, until acknowledged
@@ -222,11 +224,19 @@ class Sender:
             self._loss_time = None
             self._detect_lost(now)
         if self._rto_deadline is not None and now >= self._rto_deadline:
-            # Nothing was acknowledged for a whole RTO: like TCP after a timeout, treat every
-            # unacknowledged chunk as lost, so the (reduced) window is free to resend them.
-            self._mark_lost(self._sent.pop_all())
+            self.timeouts += 1
+            if self.rtt.backoff == 1:
+                # First expiry since the last progress: probe, as QUIC's PTO does (RFC 9002
+                # 6.2.4): resend the oldest chunks in flight. Their acknowledgement restarts
+                # loss detection for the rest (a lost tail), and a late ACK or a stalled
+                # peer costs two chunks, not a resent window.
+                self._mark_lost(self._sent.pop_oldest(PROBE_CHUNKS))
+            else:
+                # Nothing acknowledged through a probe either: like TCP after a timeout,
+                # treat every unacknowledged chunk as lost and halve the window.
+                self._mark_lost(self._sent.pop_all())
+                self.cc.on_timeout()
             self.rtt.on_timeout()
-            self.cc.on_timeout()
             self._rto_deadline = now + self.rtt.rto if len(self._sent) or self._lost else None
 
     # -- internals ------------------------------------------------------------------------------
@@ -365,4 +375,6 @@ class Sender:
             self._pace_time = None
 
 
-_SEQ_TS = struct.Struct("!II")  # the part of the DATA header after the fixed prefix
+_SEQ_TS = struct.Struct("!II")
+#: Chunks resent as a probe on the first retransmission timeout.
+PROBE_CHUNKS = 2  # the part of the DATA header after the fixed prefix
