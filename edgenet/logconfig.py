@@ -3,10 +3,18 @@
 Extra processors (for example the admin API's ring buffer of recent events) can
 be added with ``extra_processors``; they run after the shared ones and before
 rendering.
+
+Rendered lines go through ``LineBatcher``: the lines logged during one turn of
+the event loop are written (and flushed) together at the end of it, instead of
+one write and flush per line. A busy server logs one event per command, and a
+write system call per event cost it more than a tenth of its time. Outside a
+running loop every line is written at once; what is pending at exit is flushed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 from typing import Any, Callable, Iterable, TextIO
@@ -14,6 +22,67 @@ from typing import Any, Callable, Iterable, TextIO
 import structlog
 
 Processor = Callable[[Any, str, Any], Any]
+
+#: Lines held before a write even within one turn of the loop.
+MAX_PENDING_LINES = 1024
+
+
+class LineBatcher:
+    """Collects rendered lines and writes them once per turn of the event loop."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= MAX_PENDING_LINES:
+            self.flush()
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        data = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream must not stop the server
+            pass
+
+
+class BatchedLogger:
+    """The structlog logger: every level method hands the rendered line to the batcher."""
+
+    def __init__(self, batcher: LineBatcher) -> None:
+        self._batcher = batcher
+
+    def msg(self, message: str) -> None:
+        self._batcher.add(message)
+
+    log = debug = info = warn = warning = err = error = critical = fatal = exception = msg
+    failure = msg
+
+
+class BatchedLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.batcher = LineBatcher(stream)
+
+    def __call__(self, *args: Any) -> BatchedLogger:
+        return BatchedLogger(self.batcher)
 
 
 def configure_logging(fmt: str = "auto", level: int = logging.INFO, stream: TextIO | None = None,
@@ -36,7 +105,7 @@ def configure_logging(fmt: str = "auto", level: int = logging.INFO, stream: Text
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=BatchedLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 

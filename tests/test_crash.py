@@ -60,6 +60,24 @@ async def uploader(port: int, name: str, first_id: int, rng: random.Random, ledg
         return  # the server was killed
 
 
+async def stalled_upload(port: int, name: str, file_id: int) -> None:
+    """Announce an upload, send half of it and wait: the kill always finds this one
+    mid-upload (its temporary file on disk), whatever the timing of the others."""
+    try:
+        dev = await WireDevice.connect(port)
+        assert (await dev.login(name, f"{name}pass"))["type"] == "ok"
+        body = b"7\n" * 50_000
+        from edgenet.wire.frames import encode_header
+
+        dev.writer.write(encode_header({"type": "upload", "id": 99, "file_id": file_id},
+                                       len(body)) + body[: len(body) // 2])
+        await dev.writer.drain()
+        await dev.recv(timeout=30)  # the kill ends this: EOF, or a reset
+    except (AssertionError, ConnectionError, OSError, asyncio.TimeoutError,
+            asyncio.IncompleteReadError):
+        return
+
+
 def lines_of(path: Path) -> list[FileRecord]:
     if not path.exists():
         return []
@@ -95,9 +113,10 @@ def test_kill_9_mid_upload_and_mid_delete(tmp_path: Path, credentials_file: Path
             loop.call_later(0.4 + rng.random() * 0.8, os.kill, pid, signal.SIGKILL)
             await asyncio.gather(
                 uploader(port, "alpha", 1000 * r + 1, random.Random(r), ledger, 60_000, 0),
-                uploader(port, "beta", 1000 * r + 1, random.Random(r + 50), ledger, 300, 2))
+                uploader(port, "beta", 1000 * r + 1, random.Random(r + 50), ledger, 300, 2),
+                stalled_upload(port, "gamma", 1000 * r + 1))
 
-        asyncio.run(asyncio.wait_for(work(), 30))
+        asyncio.run(asyncio.wait_for(work(), 40))
         server.proc.wait(10)
         assert server.proc.returncode == -signal.SIGKILL
         server.stop()

@@ -174,6 +174,9 @@ class DeviceConnection:
                 self.disconnect("shutdown", SHUTDOWN_MESSAGE)
 
     async def _drain(self) -> None:
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH and not transport.is_closing():
+            return  # the common case: nothing to wait for (and wait_for costs a task)
         try:
             await asyncio.wait_for(self.writer.drain(), self.server.config.send_timeout)
         except asyncio.TimeoutError:
