@@ -137,7 +137,7 @@ def raw_tcp_run(work: Path, src: Path) -> float:
         assert recv.stdout is not None
         port = recv.stdout.readline().strip()
         p = subprocess.run([sys.executable, str(HERE / "upload_peer.py"), "raw-send", "127.0.0.1",
-                            port, str(src)], capture_output=True, text=True, timeout=TIMEOUT)
+                            port, str(src)], capture_output=True, text=True, timeout=TIMEOUT, check=False)
         return float(p.stdout.strip())
     finally:
         recv.wait(60)
@@ -162,7 +162,7 @@ def tftp_run(work: Path, src: Path, blksize: int, loss: float, seed: int) -> flo
         out = work / "tftp-out.bin"
         p = subprocess.run([sys.executable, str(HERE / "tftp_peer.py"), "get", "127.0.0.1",
                             str(rport), src.name, str(out), str(blksize), "1"],
-                           capture_output=True, text=True, timeout=TIMEOUT)
+                           capture_output=True, text=True, timeout=TIMEOUT, check=False)
         if p.returncode != 0 or not out.exists() or out.stat().st_size != src.stat().st_size:
             return None
         return float(p.stdout.strip().splitlines()[-1])

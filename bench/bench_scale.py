@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, Server, cpu_seconds, median, rss_kib, save
+from common import Server, cpu_seconds, median, rss_kib, save
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 def loadgen(port: int, devices: int, seconds: float, rate: float = 0.0) -> dict[str, Any]:
     p = subprocess.run([sys.executable, str(HERE / "loadgen.py"), str(port), str(devices),
                         str(seconds), "--rate", str(rate)], capture_output=True, text=True,
-                       timeout=seconds + 300)
+                       timeout=seconds + 300, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"loadgen failed: {p.stderr[-2000:]}")
     return json.loads(p.stdout)

@@ -83,7 +83,7 @@ class Device:
 
 
 async def main(port: int, n: int, seconds: float, batch: int, rate: float) -> dict[str, object]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     devices = [Device(i) for i in range(n)]
     t0 = time.perf_counter()

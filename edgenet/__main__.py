@@ -6,8 +6,8 @@ import argparse
 import errno
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from edgenet import __version__
 from edgenet.client.options import add_options as add_headless_options
@@ -36,7 +36,7 @@ def _positive(text: str, what: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"Invalid {what}: {text}. It must be a positive number") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):  # also refuses NaN
         raise UsageError(f"Invalid {what}: {text}. It must be a positive number")
     return value
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_server(args: argparse.Namespace) -> int:
     from edgenet.config import ServerConfig
     from edgenet.logconfig import configure_logging
-    from edgenet.server.auth import CredentialsError, Credentials
+    from edgenet.server.auth import Credentials, CredentialsError
 
     try:
         attempts = int(args.max_attempts)

@@ -17,7 +17,8 @@ import asyncio
 import atexit
 import logging
 import sys
-from typing import Any, Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 import structlog
 

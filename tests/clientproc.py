@@ -25,7 +25,7 @@ def run_script(port: int, data_dir: Path, lines: list[str], use_pyz: bool = Fals
     data_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.run(client_argv(port, data_dir, use_pyz=use_pyz),
                           input="".join(x + "\n" for x in lines), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 class LiveClient:
@@ -105,4 +105,4 @@ def wait_until(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:  #
     return bool(predicate())
 
 
-__all__ = ["LiveClient", "run_script", "wait_until", "peak_rss_kib", "os"]
+__all__ = ["LiveClient", "os", "peak_rss_kib", "run_script", "wait_until"]

@@ -17,7 +17,7 @@ ATTEMPTS = ("Invalid number of allowed failed consecutive attempts: {}. "
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edgenet", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL, check=False)
 
 
 def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
@@ -85,7 +85,7 @@ def test_client_server_unreachable(tmp_path: Path) -> None:
         port = s.getsockname()[1]  # bound, not listening: connection refused
         p = subprocess.run([sys.executable, "-m", "edgenet", "client", "127.0.0.1", str(port), "0",
                             "--data-dir", str(tmp_path)], input="alpha\nalphapass\n",
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     assert p.returncode != 0
     assert "Traceback" not in p.stdout + p.stderr
     assert "cannot reach the server" in p.stdout + p.stderr
@@ -97,7 +97,7 @@ def test_client_udp_port_taken(tmp_path: Path, server_process) -> None:  # type:
         udp = s.getsockname()[1]
         p = subprocess.run([sys.executable, "-m", "edgenet", "client", "127.0.0.1",
                             str(server_process.port), str(udp), "--data-dir", str(tmp_path)],
-                           input="alpha\nalphapass\n", capture_output=True, text=True, timeout=30)
+                           input="alpha\nalphapass\n", capture_output=True, text=True, timeout=30, check=False)
     assert p.returncode != 0
     assert "Traceback" not in p.stdout + p.stderr
     assert f"UDP port {udp} is already in use" in p.stdout + p.stderr
@@ -107,7 +107,7 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "edgenet"
     if not script.exists():
         pytest.skip("not installed as a package (no console script next to the interpreter)")
-    p = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
+    p = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20, check=False)
     assert p.returncode == 0 and p.stdout.strip() == f"edgenet {__version__}"
 
 
@@ -132,7 +132,7 @@ def test_ipv6_server_and_client(tmp_path: Path, credentials_file: Path) -> None:
     try:
         p = subprocess.run([sys.executable, "-m", "edgenet", "client", "::1", str(server.port), "0",
                             "--data-dir", str(tmp_path)], input="alpha\nalphapass\nAED\nOUT\n",
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
         assert p.returncode == 0, p.stdout + p.stderr
         assert "no other active edge devices" in p.stdout
         ready = next(e for e in server.read_events() if e["event"] == "server_ready")

@@ -137,8 +137,8 @@ async def test_reload_adds_revokes_and_keeps_old_on_error(server_config: ServerC
         with capture_logs() as logs:
             result = server.reload_credentials()
         assert not result["reloaded"] and "line 2" in result["error"]["message"]
-        assert [e for e in logs if e["event"] == "credentials_reload_failed"][0]["log_level"] \
-            == "error"
+        failed = next(e for e in logs if e["event"] == "credentials_reload_failed")
+        assert failed["log_level"] == "error"
         assert sorted(x.name for x in server.devices) == ["beta", "delta"]
         e = await WireDevice.connect(server.port)
         assert (await e.login("delta", "deltapass"))["type"] == "ok"  # takes over: still valid
@@ -186,7 +186,7 @@ def test_sighup_reloads_a_running_server(tmp_path: Path) -> None:
 def test_hash_password_command_reads_stdin_only(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "edgenet", "hash-password", "alpha",
                         "--iterations", "1000"], input="pass word\n", capture_output=True,
-                       text=True, timeout=30)
+                       text=True, timeout=30, check=False)
     assert p.returncode == 0, p.stderr
     name, entry = p.stdout.strip().split(" ")
     assert name == "alpha" and parse_hash(entry).verify("pass word")
@@ -194,7 +194,7 @@ def test_hash_password_command_reads_stdin_only(tmp_path: Path) -> None:
     assert creds.check("alpha", "pass word")
     for args, stdin in ((["--iterations", "5"], "x\n"), ([], ""), (["bad/name"], "x\n")):
         p = subprocess.run([sys.executable, "-m", "edgenet", "hash-password", *args],
-                           input=stdin, capture_output=True, text=True, timeout=30)
+                           input=stdin, capture_output=True, text=True, timeout=30, check=False)
         lines = [x for x in p.stderr.splitlines() if x.strip()]
         assert p.returncode != 0 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
         assert p.stdout == ""

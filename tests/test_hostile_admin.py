@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import ServerProcess, server_argv  # noqa: E402
-from tests.wireclient import WireDevice  # noqa: E402
+from tests.conftest import ServerProcess, server_argv
+from tests.wireclient import WireDevice
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edgenet.wire.frames import NEED_DATA, BodyChunk, BodyEnd, Closed, FrameDecoder, Header, encode_frame
+from edgenet.wire.frames import (
+    NEED_DATA,
+    BodyChunk,
+    BodyEnd,
+    Closed,
+    FrameDecoder,
+    Header,
+    encode_frame,
+)
 
 
 class WireDevice:

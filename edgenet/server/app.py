@@ -12,8 +12,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -279,9 +280,12 @@ class EdgeServer:
 
     def reload_on_signal(self) -> None:
         """SIGHUP: reload in a task the server tracks (it is awaited on shutdown)."""
-        task = asyncio.get_running_loop().create_task(self.reload_credentials_async())
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        async def reload() -> None:
+            await self.reload_credentials_async()
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),

@@ -78,11 +78,12 @@ class DeviceConnection:
         if self._closing:
             return
         self._closing = True
-        try:
+        if not self.writer.transport.is_closing():  # else the transport is already gone
             self.writer.write(encode_frame(m.notice(kind, message)))
-        except Exception:  # the transport may already be gone
-            pass
-        self.writer.transport.abort() if kind == "timeout" else self.writer.close()
+        if kind == "timeout":
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
         self.proto.close()
 
     def shutdown(self) -> None:

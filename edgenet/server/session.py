@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from edgenet.wire import messages as m
 from edgenet.wire.frames import (
@@ -77,8 +77,8 @@ class PeerClosed:
     pass
 
 
-SessionEvent = Union[HelloReceived, RequestReceived, UploadData, UploadDone, BadRequest, Fatal,
-                     PeerClosed, _NeedData]
+SessionEvent = (HelloReceived | RequestReceived | UploadData | UploadDone | BadRequest | Fatal
+                | PeerClosed | _NeedData)
 
 #: Requests allowed before login.
 _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Final
 
 #: Largest JSON header of a request (device -> server), after the length prefix.
 MAX_HEADER: Final = 64 * 1024
@@ -66,7 +66,7 @@ class _NeedData:
 
 NEED_DATA: Final = _NeedData()
 
-FrameEvent = Union[Header, BodyChunk, BodyEnd, Closed, _NeedData]
+FrameEvent = Header | BodyChunk | BodyEnd | Closed | _NeedData
 
 
 def encode_frame(fields: dict[str, Any], body: bytes | None = None,

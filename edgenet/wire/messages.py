@@ -9,7 +9,7 @@ unprompted. See docs/PROTOCOL.md for every field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final, Union
+from typing import Any, Final
 
 PROTOCOL_VERSION: Final = 1
 #: Longest device name, password and similar strings accepted on the wire.
@@ -89,7 +89,8 @@ class Logout:
     id: int
 
 
-Request = Union[Hello, Login, Upload, Compute, Delete, ListDevices, Lookup, Ping, Pong, Logout]
+Request = (Hello | Login | Upload | Compute | Delete | ListDevices | Lookup | Ping | Pong
+           | Logout)
 
 
 def _int(fields: dict[str, Any], key: str, lo: int, hi: int, rid: int | None) -> int:
