@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "server":
             return run_server(args)
         if args.command == "hash-password":
-            from edgenet.server.hashcli import run_hash_password
+            from edgenet.hash_password import run_hash_password
 
             return run_hash_password(args.name, args.iterations)
         return run_client_command(args)

@@ -70,8 +70,8 @@ def server(tmp_path: Path, clock: FakeClock) -> EdgeServer:
     cfg = ServerConfig(port=0, max_attempts=3, host="127.0.0.1", data_dir=data,
                        block_seconds=30)
     srv = EdgeServer(cfg, Credentials.parse(CREDENTIALS), clock=clock)
-    srv.devices.add("alpha", "10.0.0.1", 5001, NOW - 100, FakeSession())
-    srv.devices.add("gamma", "10.0.0.3", 5003, NOW - 50, FakeSession())
+    srv.devices.add("alpha", "192.0.2.1", 5001, NOW - 100, FakeSession())
+    srv.devices.add("gamma", "192.0.2.3", 5003, NOW - 50, FakeSession())
     for _ in range(3):
         srv.lockouts.record_failure("beta", NOW - 5)
     srv.lockouts.record_failure("mallory", NOW - 1)
@@ -177,7 +177,7 @@ async def test_without_a_token_only_loopback_host_names_are_answered(open_client
 def test_admin_config_rules() -> None:
     for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
         assert is_loopback(host) and admin_config_error(host, None) is None, host
-    for host in ("0.0.0.0", "::", "", "192.168.1.10", "example.com"):
+    for host in ("0.0.0.0", "::", "", "198.51.100.10", "example.com"):
         assert not is_loopback(host)
         problem = admin_config_error(host, None)
         assert problem is not None and "token" in problem and "\n" not in problem
@@ -192,7 +192,7 @@ async def test_devices_newest_first_with_all_fields(open_client: Any) -> None:
     body = await get_json(open_client, "/api/v1/devices")
     assert [d["name"] for d in body["data"]] == ["gamma", "alpha"]
     alpha = body["data"][1]
-    assert alpha["ip"] == "10.0.0.1" and alpha["udp_port"] == 5001
+    assert alpha["ip"] == "192.0.2.1" and alpha["udp_port"] == 5001
     assert alpha["since_text"] == format_timestamp(NOW - 100)
     assert alpha["since_epoch"] == NOW - 100
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", alpha["since"])
@@ -221,7 +221,7 @@ async def test_disconnect_tells_the_device_and_updates_the_log(token_client: Any
     assert session.told and session.told[0][0] == "disconnected"  # type: ignore[attr-defined]
     assert server.devices.get("alpha") is None
     log_text = (server.config.data_dir / DEVICE_LOG).read_text()
-    assert "alpha" not in log_text and "; gamma; 10.0.0.3; 5003" in log_text
+    assert "alpha" not in log_text and "; gamma; 192.0.2.3; 5003" in log_text
     listed = await get_json(token_client, "/api/v1/devices", headers=AUTH)
     assert [d["name"] for d in listed["data"]] == ["gamma"]
     resp = await token_client.delete("/api/v1/devices/alpha", headers=AUTH)

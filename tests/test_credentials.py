@@ -206,13 +206,13 @@ def test_hash_password_command_reads_stdin_only(tmp_path: Path) -> None:
 def test_rate_limiter_with_a_fake_clock() -> None:
     rl = LoginRateLimiter(per_minute=3)
     for _ in range(3):
-        assert rl.seconds_left("10.0.0.1", 0.0) == 0.0
-        rl.record_failure("10.0.0.1", 0.0)
-    assert rl.seconds_left("10.0.0.1", 0.0) == pytest.approx(20.0)
-    assert rl.seconds_left("10.0.0.2", 0.0) == 0.0  # other addresses are not affected
-    assert rl.seconds_left("10.0.0.1", 19.9) > 0
-    assert rl.seconds_left("10.0.0.1", 20.0) == 0.0  # one token back after 60/3 s
-    assert rl.seconds_left("10.0.0.1", 60.0) == 0.0 and len(rl) == 0  # full: forgotten
+        assert rl.seconds_left("192.0.2.1", 0.0) == 0.0
+        rl.record_failure("192.0.2.1", 0.0)
+    assert rl.seconds_left("192.0.2.1", 0.0) == pytest.approx(20.0)
+    assert rl.seconds_left("192.0.2.2", 0.0) == 0.0  # other addresses are not affected
+    assert rl.seconds_left("192.0.2.1", 19.9) > 0
+    assert rl.seconds_left("192.0.2.1", 20.0) == 0.0  # one token back after 60/3 s
+    assert rl.seconds_left("192.0.2.1", 60.0) == 0.0 and len(rl) == 0  # full: forgotten
     off = LoginRateLimiter(0)
     for _ in range(100):
         off.record_failure("x", 0.0)

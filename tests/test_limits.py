@@ -79,7 +79,7 @@ async def test_a_peer_that_stops_reading_is_dropped(server_config: ServerConfig)
     try:
         # 2,000 listed devices make each AED reply ~300 KB.
         for i in range(2000):
-            server.devices.add(f"{'x' * 60}{i:04d}", "10.0.0.1", 1000 + i, 0.0, _Nobody())
+            server.devices.add(f"{'x' * 60}{i:04d}", "192.0.2.1", 1000 + i, 0.0, _Nobody())
         slow = await WireDevice.connect(server.port)
         assert (await slow.login("alpha", "alphapass"))["type"] == "ok"
         other = await WireDevice.connect(server.port)

@@ -41,14 +41,14 @@ def test_every_position_of_the_asker_is_cut_out(n: int) -> None:
 def test_cache_follows_logins_and_logouts() -> None:
     devices = ActiveDevices()
     listing = DeviceListing(devices)
-    devices.add("a", "10.0.0.1", 1, 0.0, Session())
+    devices.add("a", "192.0.2.1", 1, 0.0, Session())
     assert decode(listing.reply(1, "x"))["devices"] == [
-        {"name": "a", "ip": "10.0.0.1", "udp_port": 1, "since": 0.0,
+        {"name": "a", "ip": "192.0.2.1", "udp_port": 1, "since": 0.0,
          "since_text": decode(listing.reply(1, "x"))["devices"][0]["since_text"]}]  # type: ignore[index]
-    devices.add("a", "10.0.0.2", 2, 1.0, Session())  # takeover: new address
-    devices.add("b", "10.0.0.3", 3, 2.0, Session())
+    devices.add("a", "192.0.2.2", 2, 1.0, Session())  # takeover: new address
+    devices.add("b", "192.0.2.3", 3, 2.0, Session())
     reply = decode(listing.reply(2, "b"))
-    assert [(d["name"], d["ip"]) for d in reply["devices"]] == [("a", "10.0.0.2")]  # type: ignore[index, union-attr]
+    assert [(d["name"], d["ip"]) for d in reply["devices"]] == [("a", "192.0.2.2")]  # type: ignore[index, union-attr]
     devices.remove("a")
     assert decode(listing.reply(3, "b"))["devices"] == []
     json.dumps(reply)

@@ -15,8 +15,8 @@ from edgenet.rudp.events import DataComplete, TransferCompleted, TransferFailed
 from edgenet.rudp.receiver import Receiver, ReceiverConfig, ReceiverState
 from edgenet.rudp.sender import Sender, SenderConfig, SenderState
 
-SENDER_ADDR = ("10.0.0.1", 1000)
-RECEIVER_ADDR = ("10.0.0.2", 2000)
+SENDER_ADDR = ("192.0.2.1", 1000)
+RECEIVER_ADDR = ("192.0.2.2", 2000)
 
 
 @dataclass

@@ -21,7 +21,7 @@ def resolve(argv: list[str], env: dict[str, str] | None = None):  # type: ignore
 def test_precedence_command_line_env_file_default(tmp_path: Path) -> None:
     conf = tmp_path / "edgenet.toml"
     conf.write_text('data-dir = "/from/file"\nblock_seconds = 7\nheartbeat = 2.5\n'
-                    'host = "10.0.0.1"\nno_admin = true\n'
+                    'host = "192.0.2.1"\nno_admin = true\n'
                     '[server]\nmax_attempts = 4\nserver_port = 5000\n'
                     '[client]\nudp_port = 9\n')
     env = {"EDGENET_BLOCK_SECONDS": "9", "EDGENET_HOST": "127.0.0.2", "EDGENET_CONFIG": str(conf)}

@@ -49,13 +49,13 @@ def test_snapshot_and_bounded_entries() -> None:
 def test_takeover_keeps_one_entry_and_old_session_cannot_remove_new() -> None:
     devs = ActiveDevices()
     s1, s2, s3 = Session(), Session(), Session()
-    devs.add("a", "10.0.0.1", 1, 0.0, s1)
-    devs.add("b", "10.0.0.2", 2, 1.0, s2)
-    new, old = devs.add("a", "10.0.0.3", 3, 2.0, s3)
+    devs.add("a", "192.0.2.1", 1, 0.0, s1)
+    devs.add("b", "192.0.2.2", 2, 1.0, s2)
+    new, old = devs.add("a", "192.0.2.3", 3, 2.0, s3)
     assert old is not None and old.session is s1
     assert [d.name for d in devs] == ["b", "a"]
     assert devs.remove("a", session=s1) is None
-    assert devs.get("a") is new and new.ip == "10.0.0.3"
+    assert devs.get("a") is new and new.ip == "192.0.2.3"
     assert [d.name for d in devs.others("b")] == ["a"]
     assert devs.remove("a", session=s3) is new
     assert len(devs) == 1
