@@ -8,6 +8,7 @@ only through it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -300,6 +301,10 @@ async def serve(config: ServerConfig, credentials: Credentials,
     if extra is not None:
         extra(server)
     addresses = await server.start()
+    # Everything made so far (modules, configuration, the admin app) lives as long as
+    # the process: keep it out of the collector's scans, which otherwise pause a
+    # server of 1,000 devices for ~25 ms at every full collection (measured).
+    gc.freeze()
     if ready is not None:
         ready(server, addresses)
     stop = asyncio.Event()
