@@ -1,6 +1,11 @@
 """The ceiling: a bare asyncio server that only decodes and answers frames of the
-edgenet protocol (hello, login, and an ``ok`` for every request), with no state,
-no logging and no work. Run: ``python bench/bare_server.py`` (prints its port)."""
+edgenet protocol, with no state, no logging and no work. Run:
+``python bench/bare_server.py [--devices N]`` (prints its port).
+
+Without ``--devices`` every request gets a minimal ``ok``. With it, ``list_devices``
+gets a reply of the same shape and size as the real server's with N devices
+logged in (N - 1 entries, built once at start), so the comparison measures the
+server's own work rather than the size of AED replies."""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import struct
 import sys
 
 _LEN = struct.Struct(">I")
+
+
+AED_DEVICES: list[bytes] = []
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -26,12 +34,21 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             else:
                 reply = {"type": "ok", "id": fields.get("id")}
             raw = json.dumps(reply, separators=(",", ":")).encode()
+            if fields.get("type") == "list_devices" and AED_DEVICES:
+                raw = raw[:-1] + b',"devices":[' + AED_DEVICES[0] + b"]}"
             writer.write(_LEN.pack(len(raw)) + raw)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
         writer.close()
+
+
+def build_listing(devices: int) -> None:
+    entries = [json.dumps({"name": f"dev{i}", "ip": "127.0.0.1", "udp_port": 20000 + i,
+                           "since": 1764000000.123456, "since_text": "25 November 2026 18:00:00"},
+                          separators=(",", ":")).encode() for i in range(1, devices)]
+    AED_DEVICES.append(b",".join(entries))
 
 
 async def main() -> None:
@@ -42,6 +59,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--devices":
+        build_listing(int(sys.argv[2]))
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

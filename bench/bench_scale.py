@@ -48,8 +48,9 @@ def run_edgenet(devices: int, seconds: float, rate: float = 0.0) -> dict[str, An
     return result
 
 
-def run_bare(devices: int, seconds: float) -> dict[str, Any]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "bare_server.py")],
+def run_bare(devices: int, seconds: float, same_replies: bool) -> dict[str, Any]:
+    extra = ["--devices", str(devices)] if same_replies else []
+    proc = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), *extra],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -70,11 +71,12 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.devices.split(",")):
-        ours, bare, paced = [], [], []
+        ours, bare, bare_min, paced = [], [], [], []
         for _ in range(args.runs):
-            # Interleaved, so both see the same noise on a shared machine.
+            # Interleaved, so all see the same noise on a shared machine.
             ours.append(run_edgenet(n, args.seconds))
-            bare.append(run_bare(n, args.seconds))
+            bare.append(run_bare(n, args.seconds, same_replies=True))
+            bare_min.append(run_bare(n, args.seconds, same_replies=False))
             paced.append(run_edgenet(n, args.seconds, args.rate))
         row = {
             "devices": n,
@@ -93,17 +95,21 @@ def main() -> int:
             "paced_p99_ms": median([r["p99_ms"] for r in paced]),
             "paced_server_rss_mib": median([r["server_rss_mib"] for r in paced]),
             "bare_commands_per_s": median([r["commands_per_s"] for r in bare]),
+            "bare_minimal_commands_per_s": median([r["commands_per_s"] for r in bare_min]),
             "bare_p99_ms": median([r["p99_ms"] for r in bare]),
             "bare_loadgen_cpu_share": median([r["loadgen_cpu_share"] for r in bare]),
             "runs": args.runs, "seconds": args.seconds,
-            "raw": {"edgenet": ours, "bare": bare, "paced": paced},
+            "raw": {"edgenet": ours, "bare": bare, "bare_minimal": bare_min, "paced": paced},
         }
         row["ratio_to_bare"] = row["commands_per_s"] / row["bare_commands_per_s"]
+        row["ratio_to_bare_minimal"] = row["commands_per_s"] / row["bare_minimal_commands_per_s"]
         rows.append(row)
         print(f"{n:>5} devices: {row['commands_per_s']:8.0f} cmd/s  p50 {row['p50_ms']:6.2f} ms  "
               f"p99 {row['p99_ms']:6.2f} ms  logins {row['logins_per_s']:6.0f}/s  "
               f"RSS {row['server_rss_mib']:6.1f} MiB  bare {row['bare_commands_per_s']:8.0f} cmd/s "
-              f" ratio {row['ratio_to_bare']:.2f}  loadgen CPU {row['loadgen_cpu_share']:.2f}  | "
+              f" ratio {row['ratio_to_bare']:.2f} (minimal-reply bare "
+              f"{row['bare_minimal_commands_per_s']:.0f}, ratio {row['ratio_to_bare_minimal']:.2f})"
+              f"  loadgen CPU {row['loadgen_cpu_share']:.2f}  | "
               f"paced {row['paced_commands_per_s']:.0f}/{args.rate:.0f} cmd/s p50 "
               f"{row['paced_p50_ms']:.2f} ms p99 {row['paced_p99_ms']:.2f} ms", flush=True)
     save("scale", {"rows": rows})
