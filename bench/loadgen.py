@@ -36,6 +36,8 @@ class Device:
     def __init__(self, index: int) -> None:
         self.index = index
         self.latencies: list[float] = []
+        #: Send time of each command (to count only the steady state of a paced run).
+        self.sent_at: list[float] = []
         self.errors = 0
 
     async def connect_and_login(self, port: int) -> None:
@@ -75,6 +77,7 @@ class Device:
             self.writer.write(requests[rid % 2])
             raw = await read_frame(self.reader)
             self.latencies.append(time.perf_counter() - t0)
+            self.sent_at.append(t0)
             if raw[:16].find(b'"error"') >= 0:
                 self.errors += 1
 
@@ -100,11 +103,19 @@ async def main(port: int, n: int, seconds: float, batch: int, rate: float) -> di
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
-    lat = sorted(x for d in devices for x in d.latencies)
+    if interval:
+        # Paced: each device starts at a random phase within its first interval, so
+        # the rate is counted from the end of that first interval on (steady state).
+        steady = wall0 + interval
+        lat = sorted(x for d in devices for x, t in zip(d.latencies, d.sent_at) if t >= steady)
+        rate_window = until - steady
+    else:
+        lat = sorted(x for d in devices for x in d.latencies)
+        rate_window = wall
     await asyncio.gather(*(d.close() for d in devices))
     return {
         "devices": n, "seconds": wall, "offered_rate": rate or None, "commands": len(lat),
-        "commands_per_s": len(lat) / wall if wall else 0.0,
+        "commands_per_s": len(lat) / rate_window if rate_window > 0 else 0.0,
         "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None,
         "errors": sum(d.errors for d in devices),
