@@ -22,15 +22,7 @@ from admin_api import AdminService, EventBuffer, install_admin
 from edgenet.config import ServerConfig
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
-from edgenet.wire.frames import (
-    NEED_DATA,
-    BodyChunk,
-    BodyEnd,
-    Closed,
-    FrameDecoder,
-    Header,
-    encode_frame,
-)
+from tests.wireclient import WireDevice
 
 TOKEN = "s3cret-admin-token"
 CREDENTIALS = "alpha alphapass\nbeta betapass\ngamma gammapass\n"
@@ -58,60 +50,8 @@ def structlog_into(buffer: EventBuffer) -> Iterator[None]:
         structlog.configure(**saved)
 
 
-class Device:
-    """A device speaking the framed protocol over a real TCP connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.decoder = FrameDecoder()
-        self.next_id = 0
-
-    @classmethod
-    async def connect(cls, port: int) -> Device:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-        dev = cls(reader, writer)
-        dev.writer.write(encode_frame({"type": "hello", "version": 1}))
-        reply = await dev.recv()
-        assert reply is not None and reply["type"] == "hello", reply
-        return dev
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        """The next header (pings answered), or None once the server closed."""
-        deadline = time.monotonic() + timeout
-        for _ in range(10_000):
-            ev = self.decoder.next_event()
-            if ev is NEED_DATA:
-                left = deadline - time.monotonic()
-                data = await asyncio.wait_for(self.reader.read(65536), max(0.01, left))
-                self.decoder.receive_data(data)
-                continue
-            if isinstance(ev, Closed):
-                return None
-            if isinstance(ev, (BodyChunk, BodyEnd)):
-                continue
-            assert isinstance(ev, Header)
-            if ev.fields.get("type") == "ping":
-                self.writer.write(encode_frame({"type": "pong", "id": ev.fields["id"]}))
-                continue
-            return ev.fields
-        raise AssertionError("too many frames")
-
-    async def call(self, fields: dict[str, Any], body: bytes | None = None) -> dict[str, Any]:
-        self.next_id += 1
-        self.writer.write(encode_frame({**fields, "id": self.next_id}, body))
-        await self.writer.drain()
-        reply = await self.recv()
-        assert reply is not None, f"closed instead of a reply to {fields['type']}"
-        return reply
-
-    async def login(self, name: str, password: str, udp_port: int = 40000) -> dict[str, Any]:
-        return await self.call({"type": "login", "name": name, "password": password,
-                                "udp_port": udp_port})
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+#: A device speaking the framed protocol over a real TCP connection.
+Device = WireDevice
 
 
 @dataclass
