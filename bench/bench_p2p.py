@@ -90,16 +90,9 @@ class Client:
 
 
 def start_relay(target_port: int, loss: float, seed: int) -> tuple[subprocess.Popen[str], int]:
-    relay = subprocess.Popen(
-        [sys.executable, str(HERE / "bench_uvf.py"), "relay", "--target",
-         f"127.0.0.1:{target_port}", "--loss", str(loss), "--seed", str(seed),
-         "--max-seconds", str(TIMEOUT)], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-    assert relay.stdout is not None
-    line = relay.stdout.readline()
-    if not line.startswith("PORT "):
-        relay.kill()
-        raise RuntimeError(f"relay did not start: {line!r}")
-    return relay, int(line.split()[1])
+    from bench_uvf import start_relay as relay
+
+    return relay(target_port, loss, seed, max_seconds=TIMEOUT)
 
 
 def uvf_run(server: Server, work: Path, src: Path, loss: float, seed: int) -> float:

@@ -153,29 +153,11 @@ def run_relay(
     print(f"RELAYED {counts['in']} DROPPED {counts['dropped']}", flush=True)
 
 
-def start_relay(target_port: int, loss: float, seed: int = 1) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "relay",
-            "--target",
-            f"127.0.0.1:{target_port}",
-            "--loss",
-            str(loss),
-            "--seed",
-            str(seed),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"relay did not start: {line!r}")
-    return proc, int(line.split()[1])
+def start_relay(target_port: int, loss: float, seed: int = 1,
+                max_seconds: float = MAX_SECONDS) -> tuple[subprocess.Popen[str], int]:
+    """The loss-injecting relay in its own process, forwarding to ``target_port``."""
+    return _start(["relay", "--target", f"127.0.0.1:{target_port}", "--loss", str(loss),
+                   "--seed", str(seed), "--max-seconds", str(max_seconds)])
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:

@@ -6,7 +6,6 @@ byte-identical and nothing else is left in the receiver's folder."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import socket
@@ -16,12 +15,9 @@ import pytest
 
 from edgenet.rudp import TransferEndpoint, TransferEvent, TransferOptions
 from edgenet.rudp import packet as pk
+from tests.filedata import sha
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def hostile_datagram(rng: random.Random, real_tid: int | None) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import os
 import random
 import socket
@@ -16,36 +15,9 @@ import pytest
 
 from edgenet.rudp import TransferEndpoint, TransferError, TransferEvent, TransferOptions
 from edgenet.rudp import packet as pk
+from tests.filedata import bench_uvf, make_file, sha
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
-
-
-def _bench_module() -> object:
-    spec = importlib.util.spec_from_file_location("bench_uvf", ROOT / "bench" / "bench_uvf.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def make_file(path: Path, size: int, seed: int = 1) -> Path:
-    rng = random.Random(seed)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 1 << 20)
-            f.write(rng.randbytes(n))
-            left -= n
-    return path
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def visible(directory: Path) -> list[str]:
@@ -90,15 +62,15 @@ async def test_50mb_file_arrives_intact(tmp_path: Path, pair: Callable[..., obje
 async def test_50mb_through_5_percent_loss_relay(
     tmp_path: Path, pair: Callable[..., object]
 ) -> None:
-    bench = _bench_module()
+    bench = bench_uvf()
     src = make_file(tmp_path / "big.bin", 50 * 10**6, seed=2)
     alpha = await pair("alpha")  # type: ignore[misc]
     beta = await pair("beta")  # type: ignore[misc]
-    relay, relay_port = bench.start_relay(beta.port, 0.05, seed=3)  # type: ignore[attr-defined]
+    relay, relay_port = bench.start_relay(beta.port, 0.05, seed=3)
     try:
         sent = await asyncio.wait_for(alpha.send_file(("127.0.0.1", relay_port), src, "alpha"), 40)
     finally:
-        bench.stop_process(relay)  # type: ignore[attr-defined]
+        bench.stop_process(relay)
     out = relay.stdout.read()
     assert sent == src.stat().st_size
     assert sha(tmp_path / "beta" / "alpha_big.bin") == sha(src)

@@ -3,8 +3,6 @@ between them over loopback UDP (OS-chosen ports, registered through login)."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import random
 import socket
@@ -17,38 +15,15 @@ import pytest
 
 from edgenet.rudp import packet as pk
 from tests.clientproc import LiveClient, run_script, wait_until
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ServerProcess
+from tests.filedata import bench_uvf, make_file, sha
 
 pytestmark = pytest.mark.timeout(60)
 MB = 10**6
 
 
-def make_file(path: Path, size: int, seed: int = 1) -> Path:
-    rng = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 1 << 20)
-            f.write(rng.randbytes(n))
-            left -= n
-    return path
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
-
-
-def bench_uvf() -> object:
-    spec = importlib.util.spec_from_file_location("bench_uvf", ROOT / "bench" / "bench_uvf.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def saw(client: LiveClient, text: str, timeout: float = 10) -> str:
@@ -116,7 +91,7 @@ def test_50mb_through_5_percent_loss_and_scripted_clients_wait_at_eof(
     probe.bind(("127.0.0.1", 0))
     beta_port = probe.getsockname()[1]
     probe.close()
-    relay, relay_port = bench.start_relay(beta_port, 0.05, seed=5)  # type: ignore[attr-defined]
+    relay, relay_port = bench.start_relay(beta_port, 0.05, seed=5)
     # beta listens on beta_port but tells the server it is reached on the relay's port,
     # as a device behind a port forward would.
     beta = LiveClient(server_process.port, tmp_path / "beta", udp_port=beta_port,
@@ -147,7 +122,7 @@ def test_50mb_through_5_percent_loss_and_scripted_clients_wait_at_eof(
         assert sha(tmp_path / "beta" / "alpha_big.bin") == sha(big)
     finally:
         beta.close()
-        bench.stop_process(relay)  # type: ignore[attr-defined]
+        bench.stop_process(relay)
     relayed = relay.stdout.read()
     assert "DROPPED" in relayed and int(relayed.split()[-1]) > 1000  # loss really happened
 
