@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgenet.textfile import TextFileError, read_small_text
+
 ENV_PREFIX = "EDGENET_"
 CONFIG_ENV = "EDGENET_CONFIG"
 #: The sub-commands whose options can come from the environment or a file.
@@ -275,14 +277,9 @@ def load_file(path: Path, command: str) -> tuple[dict[str, Any], dict[str, Any]]
     to underscores; other sub-commands' tables are ignored."""
     loads = _toml_loads()
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise SettingsError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise SettingsError(f"cannot read config file {path}: {reason.lower()}") from None
+        text = read_small_text(path, "config file", MAX_CONFIG_BYTES)
+    except TextFileError as exc:
+        raise SettingsError(str(exc)) from None
     try:
         data = loads(text)
     except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError

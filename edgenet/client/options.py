@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgenet.textfile import TextFileError, read_small_text
 from edgenet.wire.messages import MAX_PASSWORD
 
 PASSWORD_ENV = "EDGENET_PASSWORD"
@@ -97,14 +98,9 @@ def split_run(text: str) -> list[str]:
 
 def read_script(path: Path) -> list[str]:
     try:
-        if path.stat().st_size > MAX_SCRIPT_BYTES:
-            raise HeadlessUsageError(f"script {path} is larger than {MAX_SCRIPT_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HeadlessUsageError(f"script {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise HeadlessUsageError(f"cannot read script {path}: {reason.lower()}") from None
+        text = read_small_text(path, "script", MAX_SCRIPT_BYTES)
+    except TextFileError as exc:
+        raise HeadlessUsageError(str(exc)) from None
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
