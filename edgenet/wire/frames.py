@@ -59,14 +59,17 @@ class Closed:
     """The peer closed the stream at a frame boundary."""
 
 
-class _NeedData:
+class NeedData:
+    """The type of NEED_DATA: more bytes are needed before the next event."""
+
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
-NEED_DATA: Final = _NeedData()
+_NeedData = NeedData  # the older private name, still imported by the server's session
+NEED_DATA: Final = NeedData()
 
-FrameEvent = Header | BodyChunk | BodyEnd | Closed | _NeedData
+FrameEvent = Header | BodyChunk | BodyEnd | Closed | NeedData
 
 
 def encode_frame(fields: dict[str, Any], body: bytes | None = None,

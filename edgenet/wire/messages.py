@@ -1,199 +1,66 @@
-"""Typed messages of the device protocol, validated on construction from a header.
+"""The device protocol's typed messages, both ways, in one namespace.
 
-Requests (device -> server) carry an ``id`` that the reply echoes. Replies are
-``{"type": "ok", "id": ..., ...}`` or ``{"type": "error", "id": ..., "code": ...,
-"message": ...}``. The server may also send ``ping`` and ``notice`` frames
-unprompted. See docs/PROTOCOL.md for every field.
+Requests (``edgenet.wire.requests``: ``Hello``, ``Login``, ``Upload``, ...,
+``parse_request``, ``request_to_fields``) and replies (``edgenet.wire.replies``:
+``HelloReply``, ``ErrorReply``, ``Notice``, one ``...Ok`` class per request,
+``parse_reply``, ``reply_to_fields``). Code that speaks the protocol imports this
+module (``from edgenet.wire import messages as m``); the two halves are apart only
+to keep each module to one concern. See docs/PROTOCOL.md for every field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Final
+from edgenet.wire.replies import (
+    MAX_REPLY_TEXT,
+    Ack,
+    ComputeOk,
+    DeleteOk,
+    DeviceEntry,
+    ErrorReply,
+    HelloReply,
+    ListDevicesOk,
+    LoginOk,
+    LookupOk,
+    Notice,
+    OkReply,
+    Reply,
+    UploadOk,
+    error,
+    hello_ok,
+    notice,
+    ok,
+    parse_reply,
+    reply_to_fields,
+)
+from edgenet.wire.requests import (
+    MAX_FILE_ID,
+    MAX_NAME,
+    MAX_PASSWORD,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    Compute,
+    Delete,
+    Hello,
+    ListDevices,
+    Login,
+    Logout,
+    Lookup,
+    MessageError,
+    Ping,
+    Pong,
+    Request,
+    Upload,
+    int_field,
+    parse_request,
+    request_to_fields,
+    str_field,
+)
 
-PROTOCOL_VERSION: Final = 1
-#: Longest device name, password and similar strings accepted on the wire.
-MAX_NAME: Final = 64
-MAX_PASSWORD: Final = 256
-MAX_FILE_ID: Final = 2**63 - 1
-OPERATIONS: Final = ("SUM", "AVERAGE", "MAX", "MIN")
-
-
-class MessageError(Exception):
-    """A well-framed header that is not a valid message."""
-
-    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Hello:
-    version: int
-    agent: str = ""
-
-
-@dataclass(frozen=True)
-class Login:
-    id: int
-    name: str
-    password: str = field(repr=False)
-    udp_port: int
-
-
-@dataclass(frozen=True)
-class Upload:
-    id: int
-    file_id: int
-    size: int
-
-
-@dataclass(frozen=True)
-class Compute:
-    id: int
-    file_id: int
-    op: str
-
-
-@dataclass(frozen=True)
-class Delete:
-    id: int
-    file_id: int
-
-
-@dataclass(frozen=True)
-class ListDevices:
-    id: int
-
-
-@dataclass(frozen=True)
-class Lookup:
-    id: int
-    name: str
-
-
-@dataclass(frozen=True)
-class Ping:
-    id: int
-
-
-@dataclass(frozen=True)
-class Pong:
-    id: int
-
-
-@dataclass(frozen=True)
-class Logout:
-    id: int
-
-
-Request = (Hello | Login | Upload | Compute | Delete | ListDevices | Lookup | Ping | Pong
-           | Logout)
-
-
-def _int(fields: dict[str, Any], key: str, lo: int, hi: int, rid: int | None) -> int:
-    value = fields.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MessageError("bad_message", f"'{key}' must be an integer", rid)
-    if not lo <= value <= hi:
-        raise MessageError("bad_message", f"'{key}' must be between {lo} and {hi}", rid)
-    return value
-
-
-def _str(fields: dict[str, Any], key: str, max_len: int, rid: int | None) -> str:
-    value = fields.get(key)
-    if not isinstance(value, str):
-        raise MessageError("bad_message", f"'{key}' must be a string", rid)
-    if len(value) > max_len:
-        raise MessageError("bad_message", f"'{key}' is longer than {max_len} characters", rid)
-    return value
-
-
-def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
-    """Validate a device's header into a typed request, or raise MessageError."""
-    kind = fields.get("type")
-    if not isinstance(kind, str):
-        raise MessageError("bad_message", "'type' must be a string")
-    if kind == "hello":
-        if body:
-            raise MessageError("bad_message", "hello carries no body")
-        return Hello(_int(fields, "version", 0, 2**31, None), _str(fields, "agent", 200, None)
-                     if "agent" in fields else "")
-    rid = _int(fields, "id", 0, 2**53, None)
-    if body and kind != "upload":
-        raise MessageError("bad_message", f"'{kind}' carries no body", rid)
-    if kind == "login":
-        return Login(
-            rid,
-            _str(fields, "name", MAX_NAME, rid),
-            _str(fields, "password", MAX_PASSWORD, rid),
-            _int(fields, "udp_port", 0, 65535, rid),
-        )
-    if kind == "upload":
-        file_id = _int(fields, "file_id", 0, MAX_FILE_ID, rid)
-        return Upload(rid, file_id, body)
-    if kind == "compute":
-        op = _str(fields, "op", 16, rid)
-        if op not in OPERATIONS:
-            raise MessageError("bad_operation", f"operation must be one of {', '.join(OPERATIONS)}", rid)
-        return Compute(rid, _int(fields, "file_id", 0, MAX_FILE_ID, rid), op)
-    if kind == "delete":
-        return Delete(rid, _int(fields, "file_id", 0, MAX_FILE_ID, rid))
-    if kind == "list_devices":
-        return ListDevices(rid)
-    if kind == "lookup":
-        return Lookup(rid, _str(fields, "name", MAX_NAME, rid))
-    if kind == "ping":
-        return Ping(rid)
-    if kind == "pong":
-        return Pong(rid)
-    if kind == "logout":
-        return Logout(rid)
-    raise MessageError("unknown_type", f"unknown message type {kind[:40]!r}", rid)
-
-
-def request_to_fields(req: Request) -> dict[str, Any]:
-    """The header of a request (the upload's body is sent separately)."""
-    if isinstance(req, Hello):
-        return {"type": "hello", "version": req.version, "agent": req.agent}
-    if isinstance(req, Login):
-        return {"type": "login", "id": req.id, "name": req.name, "password": req.password,
-                "udp_port": req.udp_port}
-    if isinstance(req, Upload):
-        return {"type": "upload", "id": req.id, "file_id": req.file_id}
-    if isinstance(req, Compute):
-        return {"type": "compute", "id": req.id, "file_id": req.file_id, "op": req.op}
-    if isinstance(req, Delete):
-        return {"type": "delete", "id": req.id, "file_id": req.file_id}
-    if isinstance(req, ListDevices):
-        return {"type": "list_devices", "id": req.id}
-    if isinstance(req, Lookup):
-        return {"type": "lookup", "id": req.id, "name": req.name}
-    if isinstance(req, Ping):
-        return {"type": "ping", "id": req.id}
-    if isinstance(req, Pong):
-        return {"type": "pong", "id": req.id}
-    return {"type": "logout", "id": req.id}
-
-
-# --- server -> device -------------------------------------------------------
-
-
-def ok(request_id: int | None, **fields: Any) -> dict[str, Any]:
-    return {"type": "ok", "id": request_id, **fields}
-
-
-def error(request_id: int | None, code: str, message: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "error", "id": request_id, "code": code, "message": message, **fields}
-
-
-def notice(kind: str, message: str) -> dict[str, Any]:
-    """An unprompted message; the server closes the connection after it."""
-    return {"type": "notice", "kind": kind, "message": message}
-
-
-def hello_ok(server: str, heartbeat: float) -> dict[str, Any]:
-    return {"type": "hello", "version": PROTOCOL_VERSION, "server": server,
-            "heartbeat": heartbeat}
+__all__ = [
+    "MAX_FILE_ID", "MAX_NAME", "MAX_PASSWORD", "MAX_REPLY_TEXT", "OPERATIONS",
+    "PROTOCOL_VERSION", "Ack", "Compute", "ComputeOk", "Delete", "DeleteOk", "DeviceEntry",
+    "ErrorReply", "Hello", "HelloReply", "ListDevices", "ListDevicesOk", "Login", "LoginOk",
+    "Logout", "Lookup", "LookupOk", "MessageError", "Notice", "OkReply", "Ping", "Pong",
+    "Reply", "Request", "Upload", "UploadOk", "error", "hello_ok", "int_field", "notice", "ok",
+    "parse_reply", "parse_request", "reply_to_fields", "request_to_fields", "str_field",
+]

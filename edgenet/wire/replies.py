@@ -1,0 +1,291 @@
+"""Replies of the device protocol (server -> device), typed as requests are.
+
+An ``ok`` reply has one class per request it answers (``LoginOk``, ``UploadOk``, ...,
+``Ack`` for ping and logout); a refusal is ``ErrorReply``. The server also answers
+hello with ``HelloReply`` and sends ``Ping`` (the request's own class: the same shape)
+and ``Notice`` unprompted. ``parse_reply`` validates a header into one, given the
+request an ``ok`` answers; ``reply_to_fields`` encodes one. Sans-I/O, like the codec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from edgenet.wire.requests import (
+    MAX_FILE_ID,
+    MAX_NAME,
+    OPERATIONS,
+    PROTOCOL_VERSION,
+    Compute,
+    Delete,
+    Hello,
+    ListDevices,
+    Login,
+    Logout,
+    Lookup,
+    MessageError,
+    Ping,
+    Pong,
+    Request,
+    Upload,
+    int_field,
+    str_field,
+)
+
+# --- server -> device -------------------------------------------------------
+#
+# An ``ok`` reply has one class per request it answers; its fields after ``id`` are
+# listed, with their checks, in ``_OK_FIELDS``. Encoding follows the field order.
+
+
+class _Encoded:
+    """``to_fields``: the reply's header, fields in declaration order."""
+
+    KIND: ClassVar[str] = "ok"
+
+    def to_fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.KIND}
+        for key in _field_names(type(self)):
+            value = getattr(self, key)
+            if value is not None or key == "id":  # optional extras are left out
+                out[key] = value
+        return out
+
+
+def _field_names(cls: type[_Encoded]) -> tuple[str, ...]:
+    """A reply class's field names (not its ClassVars), worked out once per class."""
+    names: tuple[str, ...] | None = cls.__dict__.get("_field_names")
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        setattr(cls, "_field_names", names)  # noqa: B010 (a per-class cache, set once)
+    return names
+
+
+@dataclass(frozen=True)
+class HelloReply(_Encoded):
+    """The server's answer to hello; ``heartbeat`` is its ping interval in seconds."""
+
+    KIND: ClassVar[str] = "hello"
+    version: int
+    server: str = ""
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class ErrorReply(_Encoded):
+    """A refused request (``id``), or with ``id`` None a refused connection (framing,
+    hello, ``server_busy``). Refused logins add ``attempts_left`` or ``seconds_left``."""
+
+    KIND: ClassVar[str] = "error"
+    id: int | None
+    code: str
+    message: str
+    attempts_left: int | None = None
+    seconds_left: int | None = None
+
+
+@dataclass(frozen=True)
+class Notice(_Encoded):
+    """Sent unprompted just before the server closes the connection (``kind``:
+    replaced, disconnected, shutdown, timeout, login_timeout, revoked)."""
+
+    KIND: ClassVar[str] = "notice"
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Ack(_Encoded):
+    """``ok`` with no fields: the answer to ``ping`` and ``logout``."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class LoginOk(_Encoded):
+    id: int
+    session: str
+    name: str
+
+
+@dataclass(frozen=True)
+class UploadOk(_Encoded):
+    """Stored and logged; ``bytes`` is the file's size on the server."""
+
+    id: int
+    file_id: int
+    samples: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ComputeOk(_Encoded):
+    """``result`` is exact, as a decimal string."""
+
+    id: int
+    file_id: int
+    op: str
+    result: str
+
+
+@dataclass(frozen=True)
+class DeleteOk(_Encoded):
+    id: int
+    file_id: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    """One active device in an AED reply: ``since`` in seconds since the epoch,
+    ``since_text`` in the device log's format."""
+
+    name: str
+    ip: str
+    udp_port: int
+    since: float
+    since_text: str
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"name": self.name, "ip": self.ip, "udp_port": self.udp_port,
+                "since": self.since, "since_text": self.since_text}
+
+
+@dataclass(frozen=True)
+class ListDevicesOk(_Encoded):
+    id: int
+    devices: tuple[DeviceEntry, ...]
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"type": "ok", "id": self.id, "devices": [d.to_fields() for d in self.devices]}
+
+
+@dataclass(frozen=True)
+class LookupOk(_Encoded):
+    """Where the named device listens for UVF."""
+
+    id: int
+    name: str
+    ip: str
+    udp_port: int
+
+
+OkReply = Ack | LoginOk | UploadOk | ComputeOk | DeleteOk | ListDevicesOk | LookupOk
+#: Everything the server sends; its heartbeat ``Ping`` has the request's shape.
+Reply = HelloReply | ErrorReply | Notice | OkReply | Ping
+
+#: Longest string accepted in a reply field (messages, results, addresses).
+MAX_REPLY_TEXT: Final = 64 * 1024
+_Check = Callable[[dict[str, Any], str, int | None], Any]
+
+
+def _ranged(lo: int, hi: int) -> _Check:
+    return lambda fields, key, rid: int_field(fields, key, lo, hi, rid)
+
+
+def _text(max_len: int = MAX_REPLY_TEXT) -> _Check:
+    return lambda fields, key, rid: str_field(fields, key, max_len, rid)
+
+
+def _number(fields: dict[str, Any], key: str, rid: int | None) -> float:
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise MessageError("bad_message", f"'{key}' must be a non-negative number", rid)
+    return value
+
+
+def _op(fields: dict[str, Any], key: str, rid: int | None) -> str:
+    if fields.get(key) not in OPERATIONS:
+        raise MessageError("bad_message", f"'{key}' must be one of {', '.join(OPERATIONS)}", rid)
+    return str(fields[key])
+
+
+def _entries(fields: dict[str, Any], key: str, rid: int | None) -> tuple[DeviceEntry, ...]:
+    items = fields.get(key)
+    if not isinstance(items, list) or not all(isinstance(d, dict) for d in items):
+        raise MessageError("bad_message", f"'{key}' must be a list of objects", rid)
+    return tuple(DeviceEntry(str_field(d, "name", MAX_NAME, rid), str_field(d, "ip", 256, rid),
+                             int_field(d, "udp_port", 0, 65535, rid), _number(d, "since", rid),
+                             str_field(d, "since_text", 256, rid)) for d in items)
+
+
+_FILE_ID, _COUNT, _PORT = _ranged(0, MAX_FILE_ID), _ranged(0, 2**63), _ranged(0, 65535)
+#: The ok reply of each request, and its fields after ``id`` with their checks.
+_OK_FIELDS: Final[dict[type[Request], tuple[type[OkReply], tuple[tuple[str, _Check], ...]]]] = {
+    Login: (LoginOk, (("session", _text(256)), ("name", _text(MAX_NAME)))),
+    Upload: (UploadOk, (("file_id", _FILE_ID), ("samples", _COUNT), ("bytes", _COUNT))),
+    Compute: (ComputeOk, (("file_id", _FILE_ID), ("op", _op), ("result", _text()))),
+    Delete: (DeleteOk, (("file_id", _FILE_ID), ("samples", _COUNT))),
+    ListDevices: (ListDevicesOk, (("devices", _entries),)),
+    Lookup: (LookupOk, (("name", _text(MAX_NAME)), ("ip", _text(256)), ("udp_port", _PORT))),
+    Ping: (Ack, ()),
+    Logout: (Ack, ()),
+}
+
+
+def _optional(fields: dict[str, Any], key: str, check: _Check, rid: int | None,
+              default: Any = None) -> Any:
+    return check(fields, key, rid) if key in fields else default
+
+
+def parse_reply(fields: dict[str, Any], request: Request | None = None) -> Reply:
+    """Validate a server's header into a typed reply, or raise MessageError.
+
+    An ``ok`` reply's shape depends on the ``request`` it answers (whose ``id`` it
+    must carry); ``hello``, ``error``, ``ping`` and ``notice`` need none. Fields a
+    newer server adds are ignored."""
+    kind = fields.get("type")
+    if kind == "ok":
+        rid = int_field(fields, "id", 0, 2**53, None)
+        if request is None or isinstance(request, (Hello, Pong)) or request.id != rid:
+            raise MessageError("bad_message", f"ok reply {rid} answers no request sent", rid)
+        cls, spec = _OK_FIELDS[type(request)]
+        return cls(rid, *(check(fields, key, rid) for key, check in spec))
+    if kind == "error":
+        eid = None if fields.get("id") is None else int_field(fields, "id", 0, 2**53, None)
+        count = _ranged(0, 2**53)
+        return ErrorReply(eid, _optional(fields, "code", _text(64), eid, ""),
+                          _optional(fields, "message", _text(), eid, ""),
+                          _optional(fields, "attempts_left", count, eid),
+                          _optional(fields, "seconds_left", count, eid))
+    if kind == "ping":
+        return Ping(int_field(fields, "id", 0, 2**53, None))
+    if kind == "notice":
+        return Notice(_optional(fields, "kind", _text(64), None, ""),
+                      _optional(fields, "message", _text(), None, ""))
+    if kind == "hello":
+        return HelloReply(int_field(fields, "version", 0, 2**31, None),
+                          _optional(fields, "server", _text(256), None, ""),
+                          _optional(fields, "heartbeat", _number, None) or None)
+    raise MessageError("unknown_type", f"unknown reply type {str(kind)[:40]!r}")
+
+
+def reply_to_fields(reply: Reply) -> dict[str, Any]:
+    """The header of a reply."""
+    if isinstance(reply, Ping):
+        return {"type": "ping", "id": reply.id}
+    return reply.to_fields()
+
+
+# The untyped builders of the same replies, kept while the server still calls them.
+
+
+def ok(request_id: int | None, **fields: Any) -> dict[str, Any]:
+    return {"type": "ok", "id": request_id, **fields}
+
+
+def error(request_id: int | None, code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "error", "id": request_id, "code": code, "message": message, **fields}
+
+
+def notice(kind: str, message: str) -> dict[str, Any]:
+    """An unprompted message; the server closes the connection after it."""
+    return {"type": "notice", "kind": kind, "message": message}
+
+
+def hello_ok(server: str, heartbeat: float) -> dict[str, Any]:
+    return {"type": "hello", "version": PROTOCOL_VERSION, "server": server,
+            "heartbeat": heartbeat}

@@ -1,0 +1,180 @@
+"""Requests of the device protocol (device -> server), validated on construction
+from a header by ``parse_request`` and encoded by ``request_to_fields``.
+
+Every request but ``hello`` carries an integer ``id`` that its reply echoes. The
+field checks (``int_field``, ``str_field``) and the protocol's limits live here too;
+``edgenet.wire.replies`` uses them for the other direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+PROTOCOL_VERSION: Final = 1
+#: Longest device name, password and similar strings accepted on the wire.
+MAX_NAME: Final = 64
+MAX_PASSWORD: Final = 256
+MAX_FILE_ID: Final = 2**63 - 1
+OPERATIONS: Final = ("SUM", "AVERAGE", "MAX", "MIN")
+
+
+class MessageError(Exception):
+    """A well-framed header that is not a valid message."""
+
+    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class Login:
+    id: int
+    name: str
+    password: str = field(repr=False)
+    udp_port: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: int
+    file_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Compute:
+    id: int
+    file_id: int
+    op: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    id: int
+    file_id: int
+
+
+@dataclass(frozen=True)
+class ListDevices:
+    id: int
+
+
+@dataclass(frozen=True)
+class Lookup:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    id: int
+
+
+@dataclass(frozen=True)
+class Logout:
+    id: int
+
+
+Request = (Hello | Login | Upload | Compute | Delete | ListDevices | Lookup | Ping | Pong
+           | Logout)
+
+
+def int_field(fields: dict[str, Any], key: str, lo: int, hi: int, rid: int | None) -> int:
+    """``fields[key]``, an integer from ``lo`` to ``hi``, or MessageError (for request ``rid``)."""
+    value = fields.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError("bad_message", f"'{key}' must be an integer", rid)
+    if not lo <= value <= hi:
+        raise MessageError("bad_message", f"'{key}' must be between {lo} and {hi}", rid)
+    return value
+
+
+def str_field(fields: dict[str, Any], key: str, max_len: int, rid: int | None) -> str:
+    """``fields[key]``, a string of at most ``max_len`` characters, or MessageError."""
+    value = fields.get(key)
+    if not isinstance(value, str):
+        raise MessageError("bad_message", f"'{key}' must be a string", rid)
+    if len(value) > max_len:
+        raise MessageError("bad_message", f"'{key}' is longer than {max_len} characters", rid)
+    return value
+
+
+def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
+    """Validate a device's header into a typed request, or raise MessageError."""
+    kind = fields.get("type")
+    if not isinstance(kind, str):
+        raise MessageError("bad_message", "'type' must be a string")
+    if kind == "hello":
+        if body:
+            raise MessageError("bad_message", "hello carries no body")
+        return Hello(int_field(fields, "version", 0, 2**31, None), str_field(fields, "agent", 200, None)
+                     if "agent" in fields else "")
+    rid = int_field(fields, "id", 0, 2**53, None)
+    if body and kind != "upload":
+        raise MessageError("bad_message", f"'{kind}' carries no body", rid)
+    if kind == "login":
+        return Login(
+            rid,
+            str_field(fields, "name", MAX_NAME, rid),
+            str_field(fields, "password", MAX_PASSWORD, rid),
+            int_field(fields, "udp_port", 0, 65535, rid),
+        )
+    if kind == "upload":
+        file_id = int_field(fields, "file_id", 0, MAX_FILE_ID, rid)
+        return Upload(rid, file_id, body)
+    if kind == "compute":
+        op = str_field(fields, "op", 16, rid)
+        if op not in OPERATIONS:
+            raise MessageError("bad_operation", f"operation must be one of {', '.join(OPERATIONS)}", rid)
+        return Compute(rid, int_field(fields, "file_id", 0, MAX_FILE_ID, rid), op)
+    if kind == "delete":
+        return Delete(rid, int_field(fields, "file_id", 0, MAX_FILE_ID, rid))
+    if kind == "list_devices":
+        return ListDevices(rid)
+    if kind == "lookup":
+        return Lookup(rid, str_field(fields, "name", MAX_NAME, rid))
+    if kind == "ping":
+        return Ping(rid)
+    if kind == "pong":
+        return Pong(rid)
+    if kind == "logout":
+        return Logout(rid)
+    raise MessageError("unknown_type", f"unknown message type {kind[:40]!r}", rid)
+
+
+def request_to_fields(req: Request) -> dict[str, Any]:
+    """The header of a request (the upload's body is sent separately)."""
+    if isinstance(req, Hello):
+        return {"type": "hello", "version": req.version, "agent": req.agent}
+    if isinstance(req, Login):
+        return {"type": "login", "id": req.id, "name": req.name, "password": req.password,
+                "udp_port": req.udp_port}
+    if isinstance(req, Upload):
+        return {"type": "upload", "id": req.id, "file_id": req.file_id}
+    if isinstance(req, Compute):
+        return {"type": "compute", "id": req.id, "file_id": req.file_id, "op": req.op}
+    if isinstance(req, Delete):
+        return {"type": "delete", "id": req.id, "file_id": req.file_id}
+    if isinstance(req, ListDevices):
+        return {"type": "list_devices", "id": req.id}
+    if isinstance(req, Lookup):
+        return {"type": "lookup", "id": req.id, "name": req.name}
+    if isinstance(req, Ping):
+        return {"type": "ping", "id": req.id}
+    if isinstance(req, Pong):
+        return {"type": "pong", "id": req.id}
+    return {"type": "logout", "id": req.id}
