@@ -21,6 +21,7 @@ from admin_api.auth import admin_config_error, auth_middleware
 from admin_api.errors import body_limit_middleware, error_middleware
 from admin_api.events import EventBuffer
 from admin_api.metrics import ServerMetrics
+from admin_api.sampling import HistorySampler
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
@@ -57,6 +58,7 @@ def _routes() -> list[web.RouteDef]:
         web.get(f"{API}/events/stream", v.stream_events),
         web.get(f"{API}/files", v.list_files),
         web.post(f"{API}/credentials/reload", v.reload_credentials),
+        web.get(f"{API}/history", v.history),
     ]
 
 
@@ -95,6 +97,8 @@ def create_app(server: EdgeServer, *, token: str | None = None,
     app[v.CONTEXT] = v.AdminContext(server=server, events=events, metrics=metrics,
                                     openapi=(files / "openapi.json").read_bytes(),
                                     page=page, page_csp=_page_csp(page))
+    app[v.CONTEXT].history = sampler = HistorySampler(metrics, server.clock)
+    app.cleanup_ctx.append(sampler.cleanup_ctx)
     app.add_routes(_routes())
     app.on_shutdown.append(_on_shutdown)
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from admin_api.history import SERIES_NAMES
+
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
 
@@ -119,3 +121,27 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         return 0.0
     return float(value)
+
+
+#: ``totals()`` keys of the counters summed over their labels, by metric sample name.
+_TOTALS = {"edgenet_devices_connected": "devices", "edgenet_uploaded_bytes_total": "upload_bytes",
+           "edgenet_blocks_total": "blocks"}
+_LOGIN_TOTALS = {"ok": "logins", "failed": "failed_logins", "refused_blocked": "failed_logins"}
+
+
+def counter_totals(metrics: ServerMetrics) -> dict[str, float]:
+    """The cumulative counters and current gauges the dashboard's history samples
+    (the names of ``admin_api.history.SERIES``), read through the registry."""
+    out = dict.fromkeys(SERIES_NAMES, 0.0)
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            key: str | None = _TOTALS.get(s.name)
+            if s.name == "edgenet_commands_total":
+                key = "commands." + s.labels.get("command", "other")
+            elif s.name == "edgenet_logins_total":
+                key = _LOGIN_TOTALS.get(s.labels.get("outcome", ""))
+            elif s.name == "edgenet_udp_transfers_total":
+                key = "uvf_announced" if s.labels.get("outcome") == "ok" else None
+            if key is not None:
+                out[key] = out.get(key, 0.0) + float(s.value)
+    return out

@@ -18,7 +18,10 @@ from aiohttp import web
 from admin_api import query as q
 from admin_api.errors import ApiError, json_response
 from admin_api.events import EventBuffer, matches
+from admin_api.history import SERIES_NAMES, WINDOWS
 from admin_api.metrics import ServerMetrics
+from admin_api.sampling import HistorySampler
+from edgenet.server.compute import Stats
 from edgenet.server.logs import FileLog, FileRecord
 from edgenet.server.state import ActiveDevice, LockoutEntry
 
@@ -42,6 +45,7 @@ class AdminContext:
     page: bytes
     page_csp: str
     keepalive: float = SSE_KEEPALIVE
+    history: HistorySampler | None = None
 
 
 CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
@@ -240,9 +244,39 @@ async def list_files(request: web.Request) -> web.Response:
                     if since is None or f.uploaded_at >= since),
                    key=lambda f: (f.uploaded_at, f.device, f.file_id), reverse=True)
     items = [{"device": f.device, "file_id": f.file_id, "size": f.size, "samples": f.samples,
-              **q.times("uploaded_at", f.uploaded_at)} for f in files]
+              **q.times("uploaded_at", f.uploaded_at), "stats": stats_json(f.stats)}
+             for f in files]
     page, meta = q.page_by_offset(items, limit, offset, "files")
     return json_response({"data": page, "meta": meta})
+
+
+def stats_json(stats: Stats | None) -> dict[str, str] | None:
+    """A stored file's SUM/AVERAGE/MAX/MIN once computed (an SCS), else None."""
+    if stats is None:
+        return None
+    return {op.lower(): stats.result(op) for op in ("SUM", "AVERAGE", "MAX", "MIN")}
+
+
+# -- history ---------------------------------------------------------------------
+
+
+async def history(request: web.Request) -> web.Response:
+    """The counters' history for the charts: one window, some or all series."""
+    sampler = _ctx(request).history
+    name = request.query.get("window", "15m")
+    if name not in WINDOWS:
+        raise ApiError(400, "bad_window", "window must be one of " + ", ".join(WINDOWS))
+    series = SERIES_NAMES
+    raw = request.query.get("series")
+    if raw is not None:
+        series = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+        unknown = [n for n in series if n not in SERIES_NAMES]
+        if not series or unknown:
+            raise ApiError(400, "bad_series", "series must be comma-separated names from: "
+                                              + ", ".join(SERIES_NAMES))
+    if sampler is None:
+        raise ApiError(503, "unavailable", "this admin app keeps no history")
+    return json_response({"data": sampler.window(name, series)})
 
 
 # -- events ----------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The timer that feeds the counters' history: once a second, on the event loop.
+
+The admin app runs it for as long as it serves (``cleanup_ctx``); the history
+itself (``admin_api.history``) is sans-I/O and is handed ``now`` and the totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from admin_api.history import SERIES_NAMES, CounterHistory
+from admin_api.metrics import ServerMetrics, counter_totals
+
+log = structlog.get_logger("edgenet.admin")
+
+#: Seconds between samples (the history's finest resolution).
+INTERVAL = 1.0
+#: Just after the second turns, so each sample lands in its own second.
+PHASE = 0.02
+
+
+class HistorySampler:
+    """Samples one server's metrics into a CounterHistory, and reads it back."""
+
+    def __init__(self, metrics: ServerMetrics, clock: Callable[[], float],
+                 history: CounterHistory | None = None) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.history = history if history is not None else CounterHistory()
+        self.failures = 0
+
+    def sample_now(self) -> None:
+        self.history.sample(self.clock(), counter_totals(self.metrics))
+
+    def window(self, name: str, series: tuple[str, ...] = SERIES_NAMES) -> dict[str, Any]:
+        return self.history.window(name, self.clock(), series)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.sample_now()
+            except Exception:
+                self.failures += 1
+                if self.failures == 1:
+                    log.exception("history_sample_failed")
+            delay = INTERVAL - (self.clock() % INTERVAL) + PHASE
+            await asyncio.sleep(min(max(delay, 0.1), INTERVAL + PHASE))
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx``: sample while the app runs."""
+        task = asyncio.create_task(self.run(), name="edgenet-admin-history")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
