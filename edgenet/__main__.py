@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgenet import __version__
+from edgenet.admin.options import add_admin_parser
 from edgenet.client.options import add_options as add_headless_options
 from edgenet.client.uvf_options import add_uvf_options, uvf_config
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgenet", description="edgenet: an edge-device network (central server and "
                                     "edge-device clients).")
     parser.add_argument("--version", action="version", version=f"edgenet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{server,client,hash-password}")
+    sub = parser.add_subparsers(dest="command", metavar="{server,client,hash-password,admin}")
     sub.required = True
 
     srv = sub.add_parser("server", help="run the central server",
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PBKDF2 iterations (default 600000)")
     add_headless_options(cli)
     add_uvf_options(cli)
+    add_admin_parser(sub)
     return parser
 
 
@@ -286,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edgenet.hash_password import run_hash_password
 
             return run_hash_password(args.name, args.iterations)
+        if args.command == "admin":
+            from edgenet.admin.cli import run_admin
+
+            return run_admin(args)
         return run_client_command(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)

@@ -21,3 +21,21 @@ def read_small_text(path: Path, what: str, max_bytes: int) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise TextFileError(f"cannot read {what} {path}: {reason.lower()}") from None
+
+
+def read_secret_file(path: Path, what: str, max_bytes: int = 4096) -> str:
+    """The first line of a file holding a secret (a password, a token), stripped;
+    refused when group or others can read it, like ssh does for its keys."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise TextFileError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise TextFileError(f"cannot read {what} {path}: {str(exc.strerror).lower()}") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        raise TextFileError(f"refusing {what} {path}: group or others can read it "
+                            f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}")
+    text = read_small_text(path, what, max_bytes)
+    return text.splitlines()[0].strip() if text.strip() else ""
