@@ -19,17 +19,18 @@ CHUNK = 256 * 1024
 
 
 async def ued(host: str, port: int, path: Path) -> float:
-    from edgenet.client.connection import ServerConnection
+    from edgenet.client.dial import open_link
+    from edgenet.wire import messages as m
 
-    conn = await ServerConnection.open(host, port)
-    await conn.hello()
-    reply = await conn.request({"type": "login", "name": "dev0", "password": "pw0", "udp_port": 1})
-    assert reply.ok, reply
+    link = await open_link(host, port)
+    await link.hello()
+    login = await link.login("dev0", "pw0", 1)
+    assert isinstance(login, m.LoginOk), login
     t0 = time.perf_counter()
-    reply = await conn.upload(1, path, timeout=600)
+    uploaded = await link.upload(1, path, timeout=600)
     elapsed = time.perf_counter() - t0
-    assert reply.ok, reply
-    await conn.close()
+    assert isinstance(uploaded, m.UploadOk), uploaded
+    await link.close()
     return elapsed
 
 

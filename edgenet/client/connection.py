@@ -1,257 +1,173 @@
-"""The device's TCP connection to the server (asyncio adapter over edgenet.wire).
+"""The device's link to the server: the asyncio adapter over ``ClientProtocol``.
 
-One background task reads frames for the whole session: it answers ``ping``
-with ``pong`` at once (even while the user is typing), hands replies to the
-request waiting for that ``id``, and turns a ``notice``, EOF or a broken stream
-into ``closed`` (a future holding one line for the user). Requests go one at a
-time, ids counting up from 1. Uploads stream from the file in MAX_CHUNK pieces
-with ``drain`` between, so memory stays bounded whatever the file size; pongs
-due while a body is on the wire wait until it is complete.
+One reader task feeds what the socket reads to the protocol core and acts on its
+events: a reply resolves the request waiting for it, a ping's pong is written at
+once (even while the user is typing), and a notice, a connection-level error, the
+end of the stream or a broken frame resolve ``closed`` (one line for the user).
+Each request method builds its typed request, sends it and returns the typed reply
+(its ``...Ok`` class or an ``ErrorReply``); frames go out one at a time, so nothing
+lands inside an upload's body. Uploads stream from the file in MAX_CHUNK pieces
+with ``drain`` between, so memory stays bounded whatever the file size; pongs due
+meanwhile wait in the core until the body is complete. Dialling is in ``dial``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Final, TypeVar
 
 import structlog
 
 from edgenet import __version__
-from edgenet.wire.frames import (
-    MAX_CHUNK,
-    MAX_REPLY_HEADER,
-    NEED_DATA,
-    BodyChunk,
-    BodyEnd,
-    Closed,
-    FrameDecoder,
-    FrameError,
-    Header,
-    encode_frame,
-    encode_header,
+from edgenet.client.errors import (
+    SERVER_CLOSED,
+    ConnectFailed,
+    ReplyTimeout,
+    ServerGone,
+    lost_text,
+    notice_text,
+    refusal_text,
+    violation_text,
 )
-from edgenet.wire.messages import PROTOCOL_VERSION
-
-if TYPE_CHECKING:
-    from edgenet.config import ClientConfig
+from edgenet.client.protocol import (
+    MAX_PENDING,
+    ClientProtocol,
+    ConnectionRefused,
+    FrameIgnored,
+    NoticeReceived,
+    ProtocolViolation,
+    ReplyReceived,
+    ServerClosed,
+    UnsupportedVersion,
+)
+from edgenet.wire import messages as m
+from edgenet.wire.frames import MAX_CHUNK, NEED_DATA
 
 log = structlog.get_logger("edgenet.client")
 
-CONNECT_TIMEOUT = 10.0
-REPLY_TIMEOUT = 60.0
+CONNECT_TIMEOUT: Final = 10.0
+REPLY_TIMEOUT: Final = 60.0
+LOGOUT_TIMEOUT: Final = 5.0
 #: Largest read from the socket at a time (the decoder buffers at most this plus a header).
-READ_SIZE = 64 * 1024
+READ_SIZE: Final = 64 * 1024
+AGENT: Final = f"edgenet-client/{__version__}"
+_HELLO: Final = "hello"  # the waiter key of the hello (requests have integer ids)
 
-SERVER_CLOSED = "the server closed the connection"
-_NOTICE_FALLBACK = {
-    "replaced": "you logged in from another place; this session was replaced",
-    "disconnected": "an operator disconnected this device",
-    "shutdown": "the server is shutting down",
-    "timeout": "the server timed out this connection",
-}
+OkT = TypeVar("OkT", bound=m.OkReply)
 
 
-class ConnectFailed(Exception):
-    """The server cannot be reached or does not speak our protocol; one line in ``message``."""
+class ServerLink:
+    """One TCP (or TLS) connection from this device to the server."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ServerGone(Exception):
-    """The connection is over (EOF, reset, notice, broken stream); ``message`` says why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ReplyTimeout(Exception):
-    def __init__(self, seconds: float) -> None:
-        self.message = f"the server did not reply within {seconds:g} seconds"
-        super().__init__(self.message)
-
-
-@dataclass(frozen=True)
-class Reply:
-    fields: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return self.fields.get("type") == "ok"
-
-    @property
-    def code(self) -> str:
-        return str(self.fields.get("code", ""))
-
-    @property
-    def message(self) -> str:
-        msg = self.fields.get("message")
-        if isinstance(msg, str) and msg:
-            return " ".join(msg.splitlines())
-        return f"the server refused the request ({self.code or 'no reason given'})"
-
-
-def describe_os_error(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "timed out"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the name ({exc.strerror or exc})".lower()
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def client_tls(config: ClientConfig) -> ssl.SSLContext | None:
-    """The TLS context ``config`` asks for (None: plain TCP); raises ConnectFailed."""
-    if config.tls_ca is None and not config.tls_insecure:
-        return None
-    from edgenet.tls import TlsSetupError, client_context
-
-    try:
-        return client_context(config.tls_ca, config.tls_insecure)
-    except TlsSetupError as exc:
-        raise ConnectFailed(exc.message) from None
-
-
-async def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
-    """The server's addresses (getaddrinfo rows); raises ConnectFailed."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), CONNECT_TIMEOUT)
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise ConnectFailed(
-            f"cannot reach the server at {host_port(host, port)}: {describe_os_error(exc)}"
-        ) from None
-    if not infos:
-        raise ConnectFailed(f"cannot reach the server at {host_port(host, port)}: no address")
-    return infos
-
-
-class ServerConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 tls: bool = False) -> None:
         self._reader = reader
         self._writer = writer
-        self._decoder = FrameDecoder(max_header=MAX_REPLY_HEADER)
+        self._proto = ClientProtocol()
         loop = asyncio.get_running_loop()
         #: Resolves to one line for the user when the connection is over.
         self.closed: asyncio.Future[str] = loop.create_future()
-        self._waiters: dict[int | str, asyncio.Future[dict[str, Any]]] = {}
-        self._next_id = 1
-        self._streaming = False
-        self._deferred_pongs: list[Any] = []
+        self._waiters: dict[int | str, asyncio.Future[m.Reply]] = {}
+        self._send_lock = asyncio.Lock()
         self._read_task = asyncio.create_task(self._read_loop(), name="edgenet-client-reader")
+        #: The server's ping interval in seconds (from its hello).
         self.heartbeat: float | None = None
-        #: True when the connection runs over TLS (set by ``open``).
-        self.tls = False
+        #: True when the connection runs over TLS.
+        self.tls = tls
         #: The ``kind`` of the server's closing notice (``replaced``, ``shutdown``, ...).
         self.notice_kind: str | None = None
 
-    @classmethod
-    async def open(cls, host: str, port: int, infos: list[tuple[Any, ...]] | None = None,
-                   ssl_context: ssl.SSLContext | None = None) -> ServerConnection:
-        """Connect (within CONNECT_TIMEOUT in all) to the first address that answers;
-        over TLS with ``ssl_context`` (the certificate must name ``host``)."""
-        where = host_port(host, port)
-        if infos is None:
-            infos = await resolve(host, port)
-        first_error: BaseException | None = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CONNECT_TIMEOUT
-        for *_, addr in infos:
-            left = deadline - loop.time()
-            if left <= 0:
-                first_error = first_error or TimeoutError()
-                break
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        addr[0], addr[1], ssl=ssl_context,
-                        server_hostname=host if ssl_context is not None else None), left)
-            except ssl.SSLError as exc:
-                from edgenet.tls import describe_handshake_error
-
-                raise ConnectFailed(f"cannot talk to the server at {where}: "
-                                    f"{describe_handshake_error(exc)}") from None
-            except (OSError, asyncio.TimeoutError) as exc:
-                first_error = first_error or exc
-                continue
-            conn = cls(reader, writer)
-            conn.tls = ssl_context is not None
-            return conn
-        assert first_error is not None
-        reason = describe_os_error(first_error)
-        if isinstance(first_error, (TimeoutError, asyncio.TimeoutError)):
-            reason = f"no answer within {CONNECT_TIMEOUT:g} seconds"
-        raise ConnectFailed(f"cannot reach the server at {where}: {reason}")
-
     # --- requests ----------------------------------------------------------
 
-    async def hello(self) -> dict[str, Any]:
+    async def hello(self) -> m.HelloReply:
         """Exchange hellos; raises ConnectFailed if the server does not speak our version."""
-        fut = self._waiter("hello")
-        await self._send({"type": "hello", "version": PROTOCOL_VERSION,
-                          "agent": f"edgenet-client/{__version__}"})
+        fut = self._waiter(_HELLO)
+        async with self._send_lock:
+            await self._write(self._proto.send(m.Hello(m.PROTOCOL_VERSION, AGENT)))
         try:
-            fields = await self._wait(fut, CONNECT_TIMEOUT)
+            reply = await self._wait(_HELLO, fut, CONNECT_TIMEOUT)
         except ServerGone as exc:
             # A TLS server drops a plain client's first bytes without a word.
             hint = "" if self.tls else "; if it uses TLS, start the client with --tls-ca FILE"
             raise ConnectFailed(f"{exc.message} before answering hello{hint}") from None
-        if fields.get("type") == "error":
-            raise ConnectFailed(Reply(fields).message)
-        version = fields.get("version")
-        if fields.get("type") != "hello" or version != PROTOCOL_VERSION:
-            raise ConnectFailed(
-                f"the server speaks protocol version {version!r}; "
-                f"this client speaks version {PROTOCOL_VERSION}")
-        hb = fields.get("heartbeat")
-        if isinstance(hb, (int, float)) and not isinstance(hb, bool):
-            self.heartbeat = float(hb)
-        return fields
+        if isinstance(reply, m.ErrorReply):
+            raise ConnectFailed(refusal_text(reply))
+        assert isinstance(reply, m.HelloReply)
+        self.heartbeat = reply.heartbeat
+        return reply
 
-    async def request(self, fields: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> Reply:
-        """Send one request (an ``id`` is added) and wait for its reply.
-        Raises ServerGone or ReplyTimeout."""
-        rid = self._take_id()
-        fut = self._waiter(rid)
-        await self._send({**fields, "id": rid})
-        return Reply(await self._wait(fut, timeout))
+    async def login(self, name: str, password: str, udp_port: int
+                    ) -> m.LoginOk | m.ErrorReply:
+        return await self._call(lambda rid: m.Login(rid, name, password, udp_port), m.LoginOk)
 
-    async def upload(self, file_id: int, path: Path, timeout: float = REPLY_TIMEOUT) -> Reply:
+    async def compute(self, file_id: int, op: str) -> m.ComputeOk | m.ErrorReply:
+        return await self._call(lambda rid: m.Compute(rid, file_id, op), m.ComputeOk)
+
+    async def delete(self, file_id: int) -> m.DeleteOk | m.ErrorReply:
+        return await self._call(lambda rid: m.Delete(rid, file_id), m.DeleteOk)
+
+    async def list_devices(self) -> m.ListDevicesOk | m.ErrorReply:
+        return await self._call(m.ListDevices, m.ListDevicesOk)
+
+    async def lookup(self, name: str) -> m.LookupOk | m.ErrorReply:
+        return await self._call(lambda rid: m.Lookup(rid, name), m.LookupOk)
+
+    async def ping(self, timeout: float) -> m.Ack | m.ErrorReply:
+        return await self._call(m.Ping, m.Ack, timeout)
+
+    async def logout(self, timeout: float = LOGOUT_TIMEOUT) -> bool:
+        """Best effort and bounded: True when the server acknowledged; never raises for
+        a server that is gone or silent (the caller is leaving either way)."""
+        if self.closed.done():
+            return False
+        try:
+            return isinstance(await self._call(m.Logout, m.Ack, timeout), m.Ack)
+        except (ServerGone, ReplyTimeout, OSError):
+            return False
+
+    async def upload(self, file_id: int, path: Path, timeout: float = REPLY_TIMEOUT
+                     ) -> m.UploadOk | m.ErrorReply:
         """Stream ``path`` as the body of one ``upload`` frame. No timeout while the body
         is on the wire; ``timeout`` for the reply after it. Raises OSError if the file
         cannot be opened (nothing sent then), ServerGone or ReplyTimeout."""
         # A local open is quick; the reads that follow are bounded by MAX_CHUNK each.
         with open(path, "rb") as src:  # noqa: ASYNC230
             size = os.fstat(src.fileno()).st_size
-            self._check_open()
-            rid = self._take_id()
-            fut = self._waiter(rid)
-            await self._stream(src, encode_header(
-                {"type": "upload", "id": rid, "file_id": file_id}, size), size, fut)
-        return Reply(await self._wait(fut, timeout))
+            async with self._send_lock:
+                self._check_open()
+                request = m.Upload(self._proto.next_id(), file_id, size)
+                fut = self._waiter(request.id)
+                await self._stream(src, self._proto.send(request), fut)
+        return self._expect(await self._wait(request.id, fut, timeout), m.UploadOk)
 
-    async def _stream(self, src: BinaryIO, header: bytes, size: int,
-                      fut: asyncio.Future[dict[str, Any]]) -> None:
+    async def _call(self, build: Callable[[int], m.Request], ok: type[OkT],
+                    timeout: float = REPLY_TIMEOUT) -> OkT | m.ErrorReply:
+        """Send the request ``build(id)`` and wait for its reply. Raises ServerGone or
+        ReplyTimeout."""
+        async with self._send_lock:
+            self._check_open()
+            request = build(self._proto.next_id())
+            assert not isinstance(request, (m.Hello, m.Pong))
+            fut = self._waiter(request.id)
+            await self._write(self._proto.send(request))
+        return self._expect(await self._wait(request.id, fut, timeout), ok)
+
+    @staticmethod
+    def _expect(reply: m.Reply, ok: type[OkT]) -> OkT | m.ErrorReply:
+        # The core parsed the reply for this request: it is its ok class or an error.
+        if isinstance(reply, (ok, m.ErrorReply)):
+            return reply
+        raise AssertionError(f"{type(reply).__name__} is no answer for {ok.__name__}")
+
+    async def _stream(self, src: BinaryIO, header: bytes, fut: asyncio.Future[m.Reply]
+                      ) -> None:
         complete = False
-        self._streaming = True
+        left = self._proto.body_left
         try:
             self._writer.write(header)
-            left = size
             # An early reply (a refused header) does not stop the body: the server skips
             # the rest of it and the connection stays usable only if it is all sent.
             while left and not self.closed.done():
@@ -260,29 +176,23 @@ class ServerConnection:
                     self._close(f"{Path(src.name).name} shrank while it was being uploaded; "
                                 "the connection was closed")
                     break
-                self._writer.write(chunk)
-                left -= len(chunk)
+                self._writer.write(self._proto.send_body(chunk))
+                left = self._proto.body_left
                 await self._writer.drain()
             complete = left == 0
         except (ConnectionError, OSError) as exc:
             if not fut.done():
-                self._close(f"the connection to the server was lost: {describe_os_error(exc)}")
+                self._close(lost_text(exc))
         finally:
-            self._streaming = False
             if complete:
-                self._flush_pongs()
+                self._flush()  # pongs held back while the body was on the wire
             else:
                 # A cut-short body leaves the stream unusable: end it ourselves.
                 self._close("the upload was interrupted; the connection was closed")
                 self._writer.transport.abort()
 
-    def _take_id(self) -> int:
-        rid = self._next_id
-        self._next_id += 1
-        return rid
-
-    def _waiter(self, key: int | str) -> asyncio.Future[dict[str, Any]]:
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    def _waiter(self, key: int | str) -> asyncio.Future[m.Reply]:
+        fut: asyncio.Future[m.Reply] = asyncio.get_running_loop().create_future()
         self._waiters[key] = fut
         return fut
 
@@ -290,106 +200,92 @@ class ServerConnection:
         if self.closed.done():
             raise ServerGone(self.closed.result())
 
-    async def _send(self, fields: dict[str, Any]) -> None:
+    async def _write(self, data: bytes) -> None:
         self._check_open()
-        self._writer.write(encode_frame(fields))
+        self._writer.write(data)
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
-            self._close(f"the connection to the server was lost: {describe_os_error(exc)}")
+            self._close(lost_text(exc))
             self._check_open()
 
-    async def _wait(self, fut: asyncio.Future[dict[str, Any]], timeout: float | None
-                    ) -> dict[str, Any]:
+    async def _wait(self, key: int | str, fut: asyncio.Future[m.Reply], timeout: float | None
+                    ) -> m.Reply:
         waits: set[asyncio.Future[Any]] = {fut, self.closed}
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for key, waiter in list(self._waiters.items()):
-                if waiter is fut and not fut.done():
-                    del self._waiters[key]
+            if not fut.done() and self._waiters.get(key) is fut:
+                del self._waiters[key]
         if fut.done():
             return fut.result()
         self._check_open()
+        if len(self._proto.waiting) >= MAX_PENDING // 2:  # replies stopped coming at all
+            self._close(f"the server stopped answering; {len(self._proto.waiting)} requests "
+                        "are without a reply")
         raise ReplyTimeout(timeout or 0)
 
     # --- the reader task ---------------------------------------------------
 
     async def _read_loop(self) -> None:
         try:
-            while True:
-                data = await self._reader.read(READ_SIZE)
-                self._decoder.receive_data(data)
-                while True:
-                    event = self._decoder.next_event()
-                    if event is NEED_DATA:
-                        break
-                    if isinstance(event, Closed):
-                        self._close(SERVER_CLOSED)
-                        return
-                    if isinstance(event, Header):
-                        self._dispatch(event.fields)
-                    elif isinstance(event, (BodyChunk, BodyEnd)):
-                        pass  # the server sends no bodies; a stray one is skipped
-        except FrameError as exc:
-            log.warning("server_frame_error", code=exc.code, error=exc.message)
-            self._close(f"the server broke the protocol ({exc.message}); "
-                        "the connection was closed")
+            while not self.closed.done():
+                self._proto.receive_data(await self._reader.read(READ_SIZE))
+                self._handle_events()
+                self._flush()
         except (ConnectionError, OSError) as exc:
-            self._close(f"the connection to the server was lost: {describe_os_error(exc)}")
+            self._close(lost_text(exc))
         except asyncio.CancelledError:
             self._close(SERVER_CLOSED)
             raise
 
-    def _dispatch(self, fields: dict[str, Any]) -> None:
-        kind = fields.get("type")
-        rid = fields.get("id")
-        if kind == "ping":
-            self._pong(rid)
-        elif kind == "notice":
-            msg = fields.get("message")
-            if not isinstance(msg, str) or not msg:
-                msg = _NOTICE_FALLBACK.get(str(fields.get("kind")), SERVER_CLOSED)
-            log.info("server_notice", kind=fields.get("kind"), notice=msg)
-            if self.notice_kind is None:
-                self.notice_kind = str(fields.get("kind"))
-            self._close(" ".join(msg.splitlines()))
-        elif kind == "hello" and "hello" in self._waiters:
-            self._resolve("hello", fields)
-        elif kind in ("ok", "error"):
-            if rid is None and "hello" in self._waiters:
-                self._resolve("hello", fields)
-            elif isinstance(rid, int) and not isinstance(rid, bool) and rid in self._waiters:
-                self._resolve(rid, fields)
-            elif rid is None and kind == "error":
-                # A connection-level error (framing): the server closes right after.
-                self._close(Reply(fields).message)
-            else:
-                log.warning("unexpected_reply", id=rid, reply_type=kind)
-        elif kind == "pong":
-            pass
+    def _handle_events(self) -> None:
+        while not self.closed.done():
+            ev = self._proto.next_event()
+            if ev is NEED_DATA:
+                return
+            if isinstance(ev, ReplyReceived):
+                self._resolve(ev)
+            elif isinstance(ev, FrameIgnored):
+                log.warning("unexpected_frame", frame_type=ev.kind)
+            elif isinstance(ev, NoticeReceived):
+                log.info("server_notice", kind=ev.notice.kind, notice=notice_text(ev.notice))
+                if self.notice_kind is None:
+                    self.notice_kind = ev.notice.kind
+                self._close(notice_text(ev.notice))
+            elif isinstance(ev, ConnectionRefused):
+                self._close(refusal_text(ev.reply))
+            elif isinstance(ev, UnsupportedVersion):
+                mismatch = ConnectFailed(f"the server speaks protocol version {ev.version!r}; "
+                                         f"this client speaks version {m.PROTOCOL_VERSION}")
+                fut = self._waiters.pop(_HELLO, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(mismatch)
+                self._close(mismatch.message)
+            elif isinstance(ev, ProtocolViolation):
+                log.warning("server_protocol_error", code=ev.code, error=ev.message)
+                self._close(violation_text(ev.message))
+            elif isinstance(ev, ServerClosed):
+                self._close(SERVER_CLOSED)
+            # PingReceived: its pong is in the core's data_to_send
+
+    def _resolve(self, ev: ReplyReceived) -> None:
+        key: int | str = _HELLO if isinstance(ev.request, m.Hello) else ev.request.id
+        fut = self._waiters.pop(key, None)
+        if fut is None or fut.done():
+            log.warning("unexpected_reply", id=key, reply_type=type(ev.reply).__name__)
         else:
-            log.warning("unexpected_frame", frame_type=str(kind)[:40])
+            fut.set_result(ev.reply)
+        if isinstance(ev.reply, m.ErrorReply) and key == _HELLO:
+            self._close(refusal_text(ev.reply))  # a refused hello ends the connection
 
-    def _resolve(self, key: int | str, fields: dict[str, Any]) -> None:
-        fut = self._waiters.pop(key)
-        if not fut.done():
-            fut.set_result(fields)
-
-    def _pong(self, rid: Any) -> None:
-        if self._streaming:
-            self._deferred_pongs.append(rid)
-            return
-        if self.closed.done() or self._writer.is_closing():
-            return
-        self._writer.write(encode_frame({"type": "pong", "id": rid}))
-
-    def _flush_pongs(self) -> None:
-        pongs, self._deferred_pongs = self._deferred_pongs, []
-        for rid in pongs:
-            self._pong(rid)
+    def _flush(self) -> None:
+        out = self._proto.data_to_send()
+        if out and not self.closed.done() and not self._writer.is_closing():
+            self._writer.write(out)
 
     def _close(self, reason: str) -> None:
+        self._proto.close()
         if not self.closed.done():
             self.closed.set_result(reason)
 

@@ -3,7 +3,8 @@
 Shared by the interactive shell and the headless device: both call
 ``execute_command`` and get a ``CommandResult``; neither repeats the requests
 or the wording. Raises ServerGone or ReplyTimeout when the connection fails
-(that is the session's problem, not the command's).
+(that is the session's problem, not the command's). ``lookup_peer`` is UVF's
+question to the server, for the peer link.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgenet.client import commands as c
-from edgenet.client.connection import ServerConnection
+from edgenet.client.connection import ServerLink
 from edgenet.client.datagen import data_file_name, write_data_file
-from edgenet.client.peer import PeerLink
+from edgenet.client.errors import refusal_text
+from edgenet.client.peer import LookupFailed, PeerLink
 from edgenet.client.results import (
     LOCAL_IO,
     NO_LOCAL_FILE,
@@ -26,6 +28,7 @@ from edgenet.client.results import (
     UVF_FAILED,
     CommandResult,
 )
+from edgenet.wire import messages as m
 
 T = TypeVar("T")
 
@@ -42,7 +45,7 @@ def usage_failure(line: str, err: c.CommandError) -> CommandResult:
     return CommandResult.failure(command_text(line), USAGE, err.message)
 
 
-async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, link: PeerLink,
+async def execute_command(line: str, cmd: c.Command, *, server: ServerLink, peers: PeerLink,
                           name: str, data_dir: Path, wait_transfer: bool = False
                           ) -> CommandResult:
     """Run ``cmd`` (parsed from ``line``; not Logout) for the device ``name``.
@@ -53,36 +56,34 @@ async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, 
     if isinstance(cmd, c.GenerateData):
         return await _generate(shown, cmd, name, data_dir)
     if isinstance(cmd, c.UploadData):
-        return await _upload(shown, cmd, conn, name, data_dir)
+        return await _upload(shown, cmd, server, name, data_dir)
     if isinstance(cmd, c.ComputeStat):
-        reply = await conn.request({"type": "compute", "file_id": cmd.file_id, "op": cmd.op})
-        if reply.ok:
-            result = reply.fields.get("result")
-            return CommandResult.success(shown, f"the {cmd.op} of file {cmd.file_id} is {result}",
-                                         file_id=cmd.file_id, op=cmd.op, result=result)
-        return _server_failure(shown, reply.code, reply.message)
+        computed = await server.compute(cmd.file_id, cmd.op)
+        if isinstance(computed, m.ErrorReply):
+            return _server_failure(shown, computed)
+        return CommandResult.success(
+            shown, f"the {cmd.op} of file {cmd.file_id} is {computed.result}",
+            file_id=cmd.file_id, op=cmd.op, result=computed.result)
     if isinstance(cmd, c.DeleteData):
-        reply = await conn.request({"type": "delete", "file_id": cmd.file_id})
-        if reply.ok:
-            return CommandResult.success(
-                shown, f"file with ID of {cmd.file_id} has been successfully removed "
-                       "from the central server",
-                file_id=cmd.file_id, samples=reply.fields.get("samples"))
-        return _server_failure(shown, reply.code, reply.message)
+        deleted = await server.delete(cmd.file_id)
+        if isinstance(deleted, m.ErrorReply):
+            return _server_failure(shown, deleted)
+        return CommandResult.success(
+            shown, f"file with ID of {cmd.file_id} has been successfully removed "
+                   "from the central server", file_id=cmd.file_id, samples=deleted.samples)
     if isinstance(cmd, c.ListDevices):
-        reply = await conn.request({"type": "list_devices"})
-        if not reply.ok:
-            return _server_failure(shown, reply.code, reply.message)
-        raw = reply.fields.get("devices")
-        devices = [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
-        lines = [f"{d.get('name')}; {d.get('ip')}; {d.get('udp_port')}; "
-                 f"active since {d.get('since_text')}" for d in devices]
+        listed = await server.list_devices()
+        if isinstance(listed, m.ErrorReply):
+            return _server_failure(shown, listed)
+        lines = [f"{d.name}; {d.ip}; {d.udp_port}; active since {d.since_text}"
+                 for d in listed.devices]
         return CommandResult.success(shown, "\n".join(lines) or "no other active edge devices",
-                                     devices=devices)
+                                     devices=[d.to_fields() for d in listed.devices])
     if isinstance(cmd, c.SendFile):
         # Interactive and stdin-scripted: returns once the transfer has started; the
         # link announces its end. Headless (wait_transfer): the result is the end.
-        started = await link.start_send(cmd.device, cmd.filename, announce_end=not wait_transfer)
+        started = await peers.start_send(cmd.device, cmd.filename,
+                                         announce_end=not wait_transfer)
         if not started.ok:
             return CommandResult.failure(shown, started.code or UVF_FAILED, started.text)
         if not wait_transfer or started.outcome is None:
@@ -94,9 +95,18 @@ async def execute_command(line: str, cmd: c.Command, *, conn: ServerConnection, 
     raise AssertionError(f"not a command to execute: {cmd!r}")
 
 
-def _server_failure(shown: str, code: str, message: str) -> CommandResult:
-    return CommandResult.failure(shown, code or "refused",
-                                 NOT_FOUND if code == "not_found" else message)
+async def lookup_peer(server: ServerLink, name: str) -> dict[str, Any]:
+    """Where ``name`` listens (the ``lookup`` reply's fields); raises LookupFailed."""
+    located = await server.lookup(name)
+    if isinstance(located, m.ErrorReply):
+        raise LookupFailed(located.code, refusal_text(located))
+    return m.reply_to_fields(located)
+
+
+def _server_failure(shown: str, refusal: m.ErrorReply) -> CommandResult:
+    return CommandResult.failure(shown, refusal.code or "refused",
+                                 NOT_FOUND if refusal.code == "not_found"
+                                 else refusal_text(refusal))
 
 
 async def _generate(shown: str, cmd: c.GenerateData, name: str, data_dir: Path) -> CommandResult:
@@ -112,25 +122,24 @@ async def _generate(shown: str, cmd: c.GenerateData, name: str, data_dir: Path) 
                                  samples=cmd.amount, path=str(path))
 
 
-async def _upload(shown: str, cmd: c.UploadData, conn: ServerConnection, name: str,
+async def _upload(shown: str, cmd: c.UploadData, server: ServerLink, name: str,
                   data_dir: Path) -> CommandResult:
     fname = data_file_name(name, cmd.file_id)
     path = data_dir / fname
     if not path.is_file():
         return CommandResult.failure(shown, NO_LOCAL_FILE, NO_UPLOAD_FILE)
     try:
-        reply = await conn.upload(cmd.file_id, path)
+        uploaded = await server.upload(cmd.file_id, path)
     except FileNotFoundError:
         return CommandResult.failure(shown, NO_LOCAL_FILE, NO_UPLOAD_FILE)
     except PermissionError as exc:
         return CommandResult.failure(shown, LOCAL_IO,
                                      f"cannot read {fname}: {(exc.strerror or str(exc)).lower()}")
-    if reply.ok:
-        samples = reply.fields.get("samples")
-        return CommandResult.success(shown, f"file {fname} has been uploaded ({samples} samples)",
-                                     file_id=cmd.file_id, samples=samples,
-                                     bytes=reply.fields.get("bytes"))
-    return CommandResult.failure(shown, reply.code or "refused", reply.message)
+    if isinstance(uploaded, m.ErrorReply):
+        return CommandResult.failure(shown, uploaded.code or "refused", refusal_text(uploaded))
+    return CommandResult.success(
+        shown, f"file {fname} has been uploaded ({uploaded.samples} samples)",
+        file_id=cmd.file_id, samples=uploaded.samples, bytes=uploaded.bytes)
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -20,20 +20,16 @@ import logging
 import random
 import sys
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, TextIO
 
 import structlog
 
 from edgenet.client import commands as c
-from edgenet.client.connection import (
-    ConnectFailed,
-    ReplyTimeout,
-    ServerConnection,
-    ServerGone,
-    resolve,
-)
-from edgenet.client.execute import execute_command
+from edgenet.client.connection import ServerLink
+from edgenet.client.dial import connect, resolve
+from edgenet.client.errors import ConnectFailed, ReplyTimeout, ServerGone, refusal_text
+from edgenet.client.execute import execute_command, lookup_peer
+from edgenet.client.lifecycle import EXIT_INTERRUPTED, run_session
 from edgenet.client.options import (
     EXIT_AUTH,
     EXIT_COMMAND_FAILED,
@@ -44,13 +40,12 @@ from edgenet.client.options import (
 )
 from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
 from edgenet.client.results import CommandResult, ResultPrinter
-from edgenet.client.shell import EXIT_INTERRUPTED, connect, run_session
 from edgenet.config import ClientConfig
 from edgenet.logconfig import configure_logging
+from edgenet.wire import messages as m
 
 log = structlog.get_logger("edgenet.client")
 
-LOGOUT_TIMEOUT = 5.0
 #: Without a heartbeat interval from the server, check the link this often (seconds).
 DEFAULT_LIVENESS = 10.0
 
@@ -90,8 +85,8 @@ class HeadlessDevice:
         self.headless = headless
         self.printer = ResultPrinter(out, headless.as_json)
         self.err = err
-        self.conn: ServerConnection | None = None
-        self.link: PeerLink | None = None
+        self.server: ServerLink | None = None
+        self.peers: PeerLink | None = None
         self.logged_in = False
 
     # --- reporting ---------------------------------------------------------
@@ -107,8 +102,8 @@ class HeadlessDevice:
         cfg, name = self.config, self.headless.name
         try:
             infos = await resolve(cfg.server_host, cfg.server_port)
-            self.link = PeerLink.for_client(infos[0][0], cfg)
-            self.conn = await connect(cfg, infos)
+            self.peers = PeerLink.for_client(infos[0][0], cfg)
+            self.server = await connect(cfg, infos)
         except PeerBindError as exc:
             self.err.write(f"edgenet: {exc.message}\n")
             return EXIT_USAGE
@@ -116,7 +111,7 @@ class HeadlessDevice:
             self._fail(CommandResult.failure("connect", "unreachable", exc.message), exc.message)
             return EXIT_UNREACHABLE
         try:
-            await self._login(self.conn)
+            await self._login(self.server)
         except _LoginRefused as exc:
             self._fail(CommandResult.failure("login", exc.code, exc.message),
                        f"login as {name} refused: {exc.message}")
@@ -125,7 +120,7 @@ class HeadlessDevice:
             self._fail(CommandResult.failure("login", "unreachable", exc.message), exc.message)
             return EXIT_UNREACHABLE
         structlog.contextvars.bind_contextvars(device=name)
-        await self.link.start(name, self._lookup, self._announce)
+        await self.peers.start(name, self._lookup, self._announce)
         try:
             status, out = await self._run_commands()
             if self.headless.stay and not out and (status == EXIT_OK or self.headless.keep_going):
@@ -136,27 +131,24 @@ class HeadlessDevice:
                        f"the connection to the server failed: {exc.message}")
             return EXIT_UNREACHABLE
         if status != EXIT_AUTH:
-            await self.link.drain()  # UVF transfers started by --run finish (or time out)
+            await self.peers.drain()  # UVF transfers started by --run finish (or time out)
             await self._logout()
         return status
 
-    async def _login(self, conn: ServerConnection) -> None:
-        assert self.link is not None
-        reply = await conn.request({"type": "login", "name": self.headless.name,
-                                    "password": self.headless.password,
-                                    "udp_port": self.link.port})
-        if not reply.ok:
-            raise _LoginRefused(reply.code or "refused", reply.message)
+    async def _login(self, server: ServerLink) -> None:
+        assert self.peers is not None
+        reply = await server.login(self.headless.name, self.headless.password, self.peers.port)
+        if isinstance(reply, m.ErrorReply):
+            raise _LoginRefused(reply.code or "refused", refusal_text(reply))
         self.logged_in = True
         self.printer.result(CommandResult.success(
             "login", f"Welcome to the edge network, {self.headless.name}!",
-            name=self.headless.name, session=reply.fields.get("session"),
-            udp_port=self.link.port))
-        log.info("logged_in", udp_port=self.link.port)
+            name=self.headless.name, session=reply.session, udp_port=self.peers.port))
+        log.info("logged_in", udp_port=self.peers.port)
 
     async def _run_commands(self) -> tuple[int, bool]:
         """Run the configured commands; returns (exit status, whether OUT was given)."""
-        assert self.conn is not None and self.link is not None
+        assert self.server is not None and self.peers is not None
         status = EXIT_OK
         for index, line in enumerate(self.headless.commands, 1):
             cmd = c.parse_command(line)
@@ -164,7 +156,7 @@ class HeadlessDevice:
                 continue
             if isinstance(cmd, c.Logout):
                 return status, True
-            result = await execute_command(line, cmd, conn=self.conn, link=self.link,
+            result = await execute_command(line, cmd, server=self.server, peers=self.peers,
                                            name=self.headless.name,
                                            data_dir=self.config.data_dir, wait_transfer=True)
             if result.ok:
@@ -181,11 +173,11 @@ class HeadlessDevice:
         only when staying is over for good (replaced, or the login now refused)."""
         backoff = Backoff(cap=self.headless.reconnect_max)
         while True:
-            assert self.conn is not None
-            reason = await self._watch(self.conn)
-            kind = self.conn.notice_kind
+            assert self.server is not None
+            reason = await self._watch(self.server)
+            kind = self.server.notice_kind
             self.logged_in = False
-            await self.conn.close()
+            await self.server.close()
             if kind == "replaced":
                 self._fail(CommandResult.failure("stay", "replaced", reason), reason)
                 return EXIT_AUTH
@@ -204,60 +196,56 @@ class HeadlessDevice:
             log.info("reconnecting", delay=round(delay, 3), attempt=backoff.attempt)
             await asyncio.sleep(delay)
             try:
-                conn = await connect(self.config)
+                server = await connect(self.config)
             except ConnectFailed as exc:
                 log.info("reconnect_failed", error=exc.message)
                 continue
             try:
-                await self._login(conn)
+                await self._login(server)
             except (ServerGone, ReplyTimeout) as exc:
                 log.info("reconnect_failed", error=exc.message)
-                await conn.close()
+                await server.close()
                 continue
             except _LoginRefused as exc:
-                await conn.close()
+                await server.close()
                 if exc.code == "blocked":  # someone else tripped the lockout: it ends
                     log.warning("reconnect_blocked", error=exc.message)
                     continue
                 self._fail(CommandResult.failure("login", exc.code, exc.message),
                            f"login as {self.headless.name} refused: {exc.message}")
                 return EXIT_AUTH
-            self.conn = conn
+            self.server = server
             log.info("reconnected")
             return None
 
-    async def _watch(self, conn: ServerConnection) -> str:
-        """Wait until ``conn`` is over; returns why. A server that vanished without
+    async def _watch(self, server: ServerLink) -> str:
+        """Wait until ``server`` is over; returns why. A server that vanished without
         closing (power cut, cable pulled) is noticed by pinging it once an interval."""
-        interval = conn.heartbeat or DEFAULT_LIVENESS
+        interval = server.heartbeat or DEFAULT_LIVENESS
         while True:
-            done, _ = await asyncio.wait({conn.closed}, timeout=interval)
+            done, _ = await asyncio.wait({server.closed}, timeout=interval)
             if done:
-                return conn.closed.result()
+                return server.closed.result()
             try:
-                await conn.request({"type": "ping"}, timeout=interval * 1.5)
+                await server.ping(timeout=interval * 1.5)
             except ReplyTimeout:
                 return f"no answer from the server within {interval * 1.5:g} seconds"
             except ServerGone as exc:
                 return exc.message
 
     async def _logout(self) -> None:
-        if self.conn is None or self.conn.closed.done() or not self.logged_in:
+        if self.server is None or self.server.closed.done() or not self.logged_in:
             return
-        with suppress(ServerGone, ReplyTimeout):
-            await self.conn.request({"type": "logout"}, timeout=LOGOUT_TIMEOUT)
+        await self.server.logout()
         self.logged_in = False
         self.printer.result(CommandResult.success(
             "logout", f"Bye, {self.headless.name}!", name=self.headless.name))
 
     async def _lookup(self, name: str) -> dict[str, Any]:
         # The current connection, whichever it is after reconnects.
-        if self.conn is None:
+        if self.server is None:
             raise LookupFailed("not_connected", "not connected to the server")
-        reply = await self.conn.request({"type": "lookup", "name": name})
-        if reply.ok:
-            return reply.fields
-        raise LookupFailed(reply.code, reply.message)
+        return await lookup_peer(self.server, name)
 
     def _announce(self, line: str) -> None:
         self.printer.notice(line, event="peer")
@@ -266,20 +254,19 @@ class HeadlessDevice:
 
     async def logout_quietly(self) -> None:
         """On SIGTERM/SIGINT: bounded, so the server's active list is right at once."""
-        if self.conn is None or self.conn.closed.done() or not self.logged_in:
+        if self.server is None or self.server.closed.done() or not self.logged_in:
             return
-        with suppress(ServerGone, ReplyTimeout, OSError):
-            await self.conn.request({"type": "logout"}, timeout=2.0)
+        await self.server.logout(timeout=2.0)
         self.logged_in = False
 
     def interrupted(self) -> None:
         pass
 
     async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-        if self.link is not None:
-            await self.link.aclose()
+        if self.server is not None:
+            await self.server.close()
+        if self.peers is not None:
+            await self.peers.aclose()
 
 
 def run_headless(config: ClientConfig, headless: HeadlessConfig, stdout: TextIO = sys.stdout,

@@ -26,8 +26,6 @@ from edgenet.wire import messages as m
 from edgenet.wire.frames import (
     MAX_REPLY_HEADER,
     NEED_DATA,
-    BodyChunk,
-    BodyEnd,
     Closed,
     FrameDecoder,
     FrameError,
@@ -189,7 +187,7 @@ class ClientProtocol:
         if self._body_left or not self._pongs or self.phase is Phase.CLOSED:
             return b""
         pongs, self._pongs = self._pongs, []
-        return b"".join(encode_frame({"type": "pong", "id": rid}) for rid in pongs)
+        return b"".join(encode_frame(m.request_to_fields(m.Pong(rid))) for rid in pongs)
 
     def close(self) -> None:
         """The caller ends the connection (an upload cut short leaves the stream unusable)."""
@@ -211,23 +209,21 @@ class ClientProtocol:
             self._decoder.receive_data(data)
 
     def next_event(self) -> ClientEvent:
-        while True:
-            if self.phase is Phase.CLOSED:
-                return ServerClosed()
+        while self.phase is not Phase.CLOSED:
             try:
                 ev = self._decoder.next_event()
             except FrameError as exc:
                 return self._violation(exc.code, exc.message)
-            if isinstance(ev, NeedData):
+            if isinstance(ev, Header):
+                result = self._on_header(ev)
+                if result is not None:
+                    return result
+            elif isinstance(ev, NeedData):
                 return NEED_DATA
-            if isinstance(ev, Closed):
+            elif isinstance(ev, Closed):
                 self.close()
-                return ServerClosed()
-            if isinstance(ev, (BodyChunk, BodyEnd)):
-                continue  # the server sends no bodies; a stray one is skipped
-            result = self._on_header(ev)
-            if result is not None:
-                return result
+            # BodyChunk, BodyEnd: the server sends no bodies; a stray one is skipped.
+        return ServerClosed()
 
     def _on_header(self, header: Header) -> ClientEvent | None:
         fields = header.fields

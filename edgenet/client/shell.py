@@ -1,134 +1,53 @@
 """The edge device's shell: start-up, login, then one command per line.
 
-The same code serves a person at a terminal and a script on stdin. Lines are
-read by a daemon thread (``LineReader``) one request at a time, so the event
-loop keeps answering the server's pings while a read is blocked, and the
-process can exit without waiting for the user. Messages for the user are plain
-lines on ``stdout``; the client's own diagnostics go to structlog.
+The same code serves a person at a terminal and a script on stdin. Lines come from
+``terminal.LineReader`` (a thread, so pings are answered while a read blocks); the
+login dialogue is ``login``; the session's signals and exit are ``lifecycle``;
+commands run through ``execute`` (shared with the headless device). Messages for
+the user are plain lines on ``stdout``; the client's own diagnostics go to structlog.
 
 Exit status: 0 after OUT, end of input or SIGTERM (which logs out first), 1
-when start-up, login or the connection fails, 130 after Ctrl-C. Running
-commands is shared with the headless device (``edgenet.client.execute``).
+when start-up, login or the connection fails, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
-import queue
-import signal
 import sys
-import threading
-from contextlib import suppress
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import structlog
 
 from edgenet.client import commands as c
-from edgenet.client.connection import (
-    ConnectFailed,
-    ReplyTimeout,
-    ServerConnection,
-    ServerGone,
-    client_tls,
-    resolve,
-)
+from edgenet.client.connection import ServerLink
 from edgenet.client.console import PromptConsole
-from edgenet.client.execute import execute_command
-from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
+from edgenet.client.dial import connect, resolve
+from edgenet.client.errors import ConnectFailed, ReplyTimeout, ServerGone
+from edgenet.client.execute import execute_command, lookup_peer
+from edgenet.client.lifecycle import EXIT_INTERRUPTED, EXIT_OK, run_session
+from edgenet.client.login import LoginBlocked, login_dialogue
+from edgenet.client.peer import PeerBindError, PeerLink
+from edgenet.client.terminal import LineReader, isatty, restore_tty, save_tty
 from edgenet.config import ClientConfig
 from edgenet.logconfig import configure_logging
-from edgenet.wire.messages import MAX_PASSWORD
 
 log = structlog.get_logger("edgenet.client")
 
 PROMPT = "> "
-LOGOUT_TIMEOUT = 5.0
-
-EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
-
-
-class _Finish(Exception):
-    """End the session with this exit status (its message is already printed)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class LineReader:
-    """Reads one line per ``read`` call on a daemon thread.
-
-    Interactive (stdin is a terminal): ``input()`` with its prompt, ``getpass``
-    for secrets. Otherwise plain ``readline`` calls; the caller prints prompts.
-    ``None`` means end of input.
-    """
-
-    def __init__(self, stdin: TextIO, stdout: TextIO, interactive: bool) -> None:
-        self._stdin = stdin
-        self._stdout = stdout
-        self.interactive = interactive
-        # input() only works on the process's own streams.
-        self._use_input = stdin is sys.stdin and stdout is sys.stdout
-        #: At most one pending request: the shell reads one line at a time.
-        self._requests: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop,
-                                                asyncio.Future[str | None], str, bool]]
-        self._requests = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    async def read(self, prompt: str, secret: bool = False) -> str | None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[str | None] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="edgenet-stdin", daemon=True)
-            self._thread.start()
-        self._requests.put((loop, fut, prompt, secret))
-        return await fut
-
-    def _run(self) -> None:
-        while True:
-            loop, fut, prompt, secret = self._requests.get()
-            try:
-                line = self._read_one(prompt, secret)
-            except (EOFError, OSError, ValueError, UnicodeDecodeError):
-                line = None
-            try:
-                loop.call_soon_threadsafe(_set_result, fut, line)
-            except RuntimeError:  # the loop is gone: nobody is waiting any more
-                return
-
-    def _read_one(self, prompt: str, secret: bool) -> str | None:
-        if self.interactive:
-            if secret:
-                return getpass.getpass(prompt)
-            if self._use_input:
-                return input(prompt)
-            self._stdout.write(prompt)
-            self._stdout.flush()
-        raw = self._stdin.readline()
-        if not raw:
-            return None
-        return raw.rstrip("\r\n")
-
-
-def _set_result(fut: asyncio.Future[str | None], line: str | None) -> None:
-    if not fut.done():
-        fut.set_result(line)
 
 
 class Shell:
     def __init__(self, config: ClientConfig, stdin: TextIO, stdout: TextIO) -> None:
         self.config = config
         self.out = stdout
-        self.lines = LineReader(stdin, stdout, interactive=_isatty(stdin))
+        self.lines = LineReader(stdin, stdout, interactive=isatty(stdin))
         # Lines that arrive by themselves (UVF) redraw the prompt when input() reads it.
         self.console = PromptConsole(stdout, redraw=self.lines.interactive
                                      and stdin is sys.stdin and stdout is sys.stdout)
-        self.conn: ServerConnection | None = None
-        self.link: PeerLink | None = None
+        self.server: ServerLink | None = None
+        self.peers: PeerLink | None = None
         self.name: str | None = None
         self._mid_line = False  # a prompt is shown and the user has not answered yet
 
@@ -170,16 +89,16 @@ class Shell:
         self._mid_line = True
         read = asyncio.ensure_future(self.lines.read(prompt, secret))
         waits: set[asyncio.Future[Any]] = {read}
-        if self.conn is not None:
-            waits.add(self.conn.closed)
+        if self.server is not None:
+            waits.add(self.server.closed)
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not read.done():
                 read.cancel()
         if not read.done() or read.cancelled():
-            assert self.conn is not None
-            raise ServerGone(self.conn.closed.result())
+            assert self.server is not None
+            raise ServerGone(self.server.closed.result())
         line = read.result()
         self.console.input_done()
         if line is None:
@@ -199,22 +118,22 @@ class Shell:
         except (ConnectFailed, PeerBindError, ServerGone, ReplyTimeout) as exc:
             self.say(exc.message)
             return EXIT_FAILURE
-        except _Finish as fin:
-            return fin.status
+        except LoginBlocked:
+            return EXIT_FAILURE
 
     async def _session(self) -> int:
         cfg = self.config
         infos = await resolve(cfg.server_host, cfg.server_port)
-        self.link = PeerLink.for_client(infos[0][0], cfg)
-        self.conn = await connect(cfg, infos)
-        name = await self._login()
+        self.peers = PeerLink.for_client(infos[0][0], cfg)
+        self.server = server = await connect(cfg, infos)
+        name = await login_dialogue(self.ask, self.say, server, self.peers.port)
         if name is None:  # input ended before a login: nothing to say goodbye to
             await self.logout_quietly()
             self.end_line()
             return EXIT_OK
         self.name = name
         structlog.contextvars.bind_contextvars(device=name)
-        await self.link.start(name, self._lookup, self.notify,
+        await self.peers.start(name, lambda target: lookup_peer(server, target), self.notify,
                               self.show_status if self.lines.interactive else None)
         self.say(f"Welcome to the edge network, {name}!")
         show_menu = True
@@ -235,76 +154,33 @@ class Shell:
             else:
                 await self._execute(line, cmd)
 
-    async def _login(self) -> str | None:
-        assert self.conn is not None and self.link is not None
-        while True:
-            name = await self.ask("Device name: ")
-            if name is None:
-                return None
-            name = name.strip()
-            if not name:
-                continue
-            problem = c.device_name_error(name)
-            if problem:
-                self.say(problem)
-                continue
-            while True:
-                password = await self.ask("Password: ", secret=True)
-                if password is None:
-                    return None
-                if len(password) > MAX_PASSWORD:
-                    self.say(f"the password must be at most {MAX_PASSWORD} characters")
-                    continue
-                reply = await self.conn.request({"type": "login", "name": name,
-                                                 "password": password,
-                                                 "udp_port": self.link.port})
-                if reply.ok:
-                    return name
-                if reply.code == "auth_failed":
-                    self.say("Invalid password. Please try again")
-                    continue
-                self.say(reply.message)
-                if reply.code == "blocked":
-                    raise _Finish(EXIT_FAILURE)
-                break  # any other refusal: start again from the name
-
     async def _logout(self) -> int:
-        assert self.conn is not None
+        assert self.server is not None
         await self._finish_transfers()
-        with suppress(ServerGone, ReplyTimeout):
-            await self.conn.request({"type": "logout"}, timeout=LOGOUT_TIMEOUT)
+        await self.server.logout()
         self.say(f"Bye, {self.name}!")
         return EXIT_OK
 
     async def _finish_transfers(self) -> None:
         """OUT or end of input: let running UVF transfers end first (each finishes or
         times out in the engine); Ctrl-C still leaves at once."""
-        if self.link is None or not self.link.running():
+        if self.peers is None or not self.peers.running():
             return
-        count = self.link.running()
+        count = self.peers.running()
         self.say(f"waiting for {count} file transfer{'s' if count != 1 else ''} to finish "
                  "(Ctrl-C to abort)")
-        await self.link.drain()
+        await self.peers.drain()
 
     async def logout_quietly(self) -> None:
         """Best effort, bounded: used at end of input before login and after Ctrl-C."""
-        if self.conn is None or self.conn.closed.done():
-            return
-        with suppress(ServerGone, ReplyTimeout, OSError):
-            await self.conn.request({"type": "logout"}, timeout=2.0)
-
-    async def _lookup(self, name: str) -> dict[str, Any]:
-        assert self.conn is not None
-        reply = await self.conn.request({"type": "lookup", "name": name})
-        if reply.ok:
-            return reply.fields
-        raise LookupFailed(reply.code, reply.message)
+        if self.server is not None:
+            await self.server.logout(timeout=2.0)
 
     # --- commands ----------------------------------------------------------
 
     async def _execute(self, line: str, cmd: c.Command) -> None:
-        assert self.conn is not None and self.link is not None and self.name is not None
-        result = await execute_command(line, cmd, conn=self.conn, link=self.link,
+        assert self.server is not None and self.peers is not None and self.name is not None
+        result = await execute_command(line, cmd, server=self.server, peers=self.peers,
                                        name=self.name, data_dir=self.config.data_dir)
         for text in result.lines:
             self.say(text)
@@ -315,78 +191,10 @@ class Shell:
         self.end_line(force=self.lines.interactive)
 
     async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
-        if self.link is not None:
-            await self.link.aclose()
-
-
-async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = None
-                  ) -> ServerConnection:
-    """A connection to the configured server, hellos exchanged (shared by the shell and
-    the headless device). Raises ConnectFailed."""
-    conn = await ServerConnection.open(config.server_host, config.server_port, infos,
-                                       ssl_context=client_tls(config))
-    try:
-        await conn.hello()
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-class Session(Protocol):
-    """What ``run_session`` drives: the shell, or a headless device."""
-
-    async def run(self) -> int: ...
-
-    async def logout_quietly(self) -> None: ...
-
-    def interrupted(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-async def run_session(session: Session) -> int:
-    """Run ``session`` until it ends. Ctrl-C (SIGINT) logs out and gives 130; SIGTERM
-    (a service manager stopping the device) logs out cleanly and gives 0."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(session.run())
-    stopped_by: signal.Signals | None = None
-
-    def on_signal(sig: signal.Signals) -> None:
-        nonlocal stopped_by
-        if stopped_by is None:
-            stopped_by = sig
-            task.cancel()
-
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal, sig)
-            handled.append(sig)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if stopped_by is None:
-            raise
-        await session.logout_quietly()
-        if stopped_by == signal.SIGTERM:
-            log.info("stopped", signal="SIGTERM")
-            return EXIT_OK
-        session.interrupted()
-        return EXIT_INTERRUPTED
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await session.close()
+        if self.server is not None:
+            await self.server.close()
+        if self.peers is not None:
+            await self.peers.aclose()
 
 
 def run_client(config: ClientConfig, stdin: TextIO = sys.stdin,
@@ -394,34 +202,12 @@ def run_client(config: ClientConfig, stdin: TextIO = sys.stdin,
     """Run the client to completion; returns the process exit status. Never raises for
     user/network errors."""
     configure_logging(config.log_format, level=logging.WARNING)
-    saved_tty = _save_tty(stdin)
+    saved_tty = save_tty(stdin)
     shell = Shell(config, stdin, stdout)
     try:
         return asyncio.run(run_session(shell))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
-        _restore_tty(stdin, saved_tty)
+        restore_tty(stdin, saved_tty)
         structlog.contextvars.unbind_contextvars("device")
-
-
-def _save_tty(stream: TextIO) -> Any:
-    """The terminal's modes, so that leaving while getpass or input() is blocked in
-    the reader thread cannot leave echo turned off."""
-    if not _isatty(stream):
-        return None
-    try:
-        import termios
-
-        return termios.tcgetattr(stream.fileno())
-    except (ImportError, OSError, ValueError):
-        return None
-
-
-def _restore_tty(stream: TextIO, saved: Any) -> None:
-    if saved is None:
-        return
-    with suppress(ImportError, OSError, ValueError):
-        import termios
-
-        termios.tcsetattr(stream.fileno(), termios.TCSADRAIN, saved)

@@ -35,6 +35,12 @@ from edgenet.wire.requests import (
     str_field,
 )
 
+__all__ = [
+    "MAX_REPLY_TEXT", "Ack", "ComputeOk", "DeleteOk", "DeviceEntry", "ErrorReply", "HelloReply",
+    "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "Reply", "UploadOk", "error",
+    "hello_ok", "notice", "ok", "parse_reply", "reply_to_fields",
+]
+
 # --- server -> device -------------------------------------------------------
 #
 # An ``ok`` reply has one class per request it answers; its fields after ``id`` are

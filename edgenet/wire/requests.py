@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+__all__ = [
+    "MAX_FILE_ID", "MAX_NAME", "MAX_PASSWORD", "OPERATIONS", "PROTOCOL_VERSION", "Compute",
+    "Delete", "Hello", "ListDevices", "Login", "Logout", "Lookup", "MessageError", "Ping", "Pong",
+    "Request", "Upload", "int_field", "parse_request", "request_to_fields", "str_field",
+]
+
 PROTOCOL_VERSION: Final = 1
 #: Longest device name, password and similar strings accepted on the wire.
 MAX_NAME: Final = 64
