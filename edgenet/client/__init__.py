@@ -1,5 +1,7 @@
-"""The edge device: the shell (``run_client``), its commands, the TCP connection
-to the server and the UDP side for peer-to-peer transfers (UVF).
+"""The edge device: the shell (``run_client``) and the headless runner, their
+commands, the link to the server (the sans-I/O ``protocol`` core under the asyncio
+``connection``, reached through ``dial``) and the UDP side for peer-to-peer
+transfers (UVF, ``peer``).
 
 ``run_client`` is imported on first use, so that the command line can read the
 client's option definitions without loading the whole client (``--version``
