@@ -1,7 +1,8 @@
 """The admin app: routes, middlewares, and its start and stop with the EdgeServer.
 
 It runs in the server's process and event loop (``install_admin`` adds it to the
-server's ``on_start``/``on_stop`` hooks) and serves from the server's own state.
+server's ``on_start``/``on_stop`` hooks) and serves from the server's own state
+(``EdgeServer.state``, opened before the admin API starts), events included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from aiohttp import web
 from admin_api import views as v
 from admin_api.auth import admin_config_error, auth_middleware
 from admin_api.errors import body_limit_middleware, error_middleware
-from admin_api.events import EventBuffer
 from admin_api.metrics import ServerMetrics
 from admin_api.sampling import HistorySampler
 
@@ -76,25 +76,24 @@ def _page_csp(page: bytes) -> str:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    app[v.CONTEXT].events.close_subscribers()
+    app[v.CONTEXT].state.events.close_subscribers()
 
 
-def create_app(server: EdgeServer, *, token: str | None = None,
-               events: EventBuffer | None = None) -> web.Application:
-    """The admin application of ``server``.
+def create_app(server: EdgeServer, *, token: str | None = None) -> web.Application:
+    """The admin application of ``server`` (opened: ``await server.open()``).
 
-    ``token``: the bearer token (None: read-only, for loopback). ``events``: the
-    ring buffer that structlog feeds (a new, unfed one when not given).
+    ``token``: the bearer token (None: read-only, for loopback).
     """
-    events = events if events is not None else EventBuffer()
+    state = server.state
+    events = state.events
     metrics = ServerMetrics(server)
-    events.listeners.append(metrics.observe)
+    events.add_listener(metrics.observe)
     files = resources.files("admin_api")
     page = (files / "static" / "index.html").read_bytes()
     app = web.Application(middlewares=[error_middleware, body_limit_middleware(MAX_BODY),
                                        auth_middleware(token)],
                           client_max_size=MAX_BODY)
-    app[v.CONTEXT] = v.AdminContext(server=server, events=events, metrics=metrics,
+    app[v.CONTEXT] = v.AdminContext(server=server, state=state, metrics=metrics,
                                     openapi=(files / "openapi.json").read_bytes(),
                                     page=page, page_csp=_page_csp(page))
     app[v.CONTEXT].history = sampler = HistorySampler(metrics, server.clock)
@@ -103,8 +102,7 @@ def create_app(server: EdgeServer, *, token: str | None = None,
     app.on_shutdown.append(_on_shutdown)
 
     async def detach(_: web.Application) -> None:
-        if metrics.observe in events.listeners:
-            events.listeners.remove(metrics.observe)
+        events.remove_listener(metrics.observe)
     app.on_cleanup.append(detach)
     return app
 
@@ -112,9 +110,8 @@ def create_app(server: EdgeServer, *, token: str | None = None,
 class AdminService:
     """The admin API of one server: started by the server's ``on_start`` hook."""
 
-    def __init__(self, events: EventBuffer | None = None, host: str | None = None,
-                 port: int | None = None, token: str | None = None) -> None:
-        self.events = events
+    def __init__(self, host: str | None = None, port: int | None = None,
+                 token: str | None = None) -> None:
         self.host = host
         self.port_wanted = port
         self.token = token
@@ -128,7 +125,7 @@ class AdminService:
         problem = admin_config_error(host, token)
         if problem:
             raise AdminStartError(problem)
-        app = create_app(server, token=token, events=self.events)
+        app = create_app(server, token=token)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
@@ -159,21 +156,19 @@ class AdminService:
             await runner.cleanup()
 
 
-def install_admin(server: EdgeServer, events: EventBuffer | None = None, *,
-                  host: str | None = None, port: int | None = None,
+def install_admin(server: EdgeServer, *, host: str | None = None, port: int | None = None,
                   token: str | None = None) -> AdminService:
     """Start the admin API with ``server`` and stop it with it. Host, port and token
     default to the server's config (``admin_host``, ``admin_port``, ``admin_token``)."""
-    service = AdminService(events, host, port, token)
+    service = AdminService(host, port, token)
     server.on_start.append(service.start)
     server.on_stop.append(service.stop)
     return service
 
 
-async def start_admin(server: EdgeServer, events: EventBuffer | None = None, *,
-                      host: str | None = None, port: int | None = None,
-                      token: str | None = None) -> AdminService:
+async def start_admin(server: EdgeServer, *, host: str | None = None,
+                      port: int | None = None, token: str | None = None) -> AdminService:
     """Start the admin API of a running server now; ``await service.stop()`` ends it."""
-    service = AdminService(events, host, port, token)
+    service = AdminService(host, port, token)
     await service.start(server)
     return service

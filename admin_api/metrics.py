@@ -1,9 +1,9 @@
 """Prometheus metrics of the server, in a private registry.
 
-Counters are fed from the server's own structlog events (``observe`` is an
-``EventBuffer`` listener), so the device protocol code carries no metrics calls.
-Gauges of current state (devices connected, names blocked) read the server's
-in-memory state when scraped.
+Counters are fed from the server's own structlog events (``observe`` is a
+listener of the server's event log), so the device protocol code carries no
+metrics calls. Gauges of current state (devices connected, names blocked) are
+read from the server's state when scraped (``render``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ class ServerMetrics:
         self.server = server
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        Gauge("edgenet_devices_connected", "Devices logged in now",
-              registry=r).set_function(lambda: len(server.devices))
+        self.devices = Gauge("edgenet_devices_connected", "Devices logged in now", registry=r)
         Gauge("edgenet_connections_open", "TCP connections open now (logged in or not)",
               registry=r).set_function(lambda: len(server.connections))
-        Gauge("edgenet_device_names_blocked", "Device names blocked now after failed logins",
-              registry=r).set_function(self._blocked_now)
+        self.blocked = Gauge("edgenet_device_names_blocked",
+                             "Device names blocked now after failed logins", registry=r)
         Gauge("edgenet_start_time_seconds", "When the server started (Unix time)",
               registry=r).set(server.started_at)
         self.logins = Counter("edgenet_logins", "Login attempts by outcome "
@@ -70,10 +69,13 @@ class ServerMetrics:
         self.protocol_errors = Counter("edgenet_protocol_errors",
                                        "Connections closed for breaking the protocol", registry=r)
 
-    def _blocked_now(self) -> float:
-        now = self.server.clock()
-        return float(sum(1 for e in self.server.lockouts.snapshot(now)
-                         if e.blocked_until is not None and e.blocked_until > now))
+    async def refresh(self) -> None:
+        """Set the gauges of current state from the server's state."""
+        state = self.server.state
+        now = state.clock()
+        self.devices.set(await state.presence.count())
+        self.blocked.set(sum(1 for e in await state.lockouts.entries(now)
+                             if e.blocked_until is not None and e.blocked_until > now))
 
     def observe(self, entry: dict[str, Any]) -> None:
         """Count one server event (an EventBuffer listener)."""
@@ -113,7 +115,8 @@ class ServerMetrics:
         if command == "UVF":
             self.udp_transfers.labels("ok" if outcome == "ok" else "refused").inc()
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        await self.refresh()
         return generate_latest(self.registry)
 
 

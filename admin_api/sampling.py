@@ -35,7 +35,8 @@ class HistorySampler:
         self.history = history if history is not None else CounterHistory()
         self.failures = 0
 
-    def sample_now(self) -> None:
+    async def sample_now(self) -> None:
+        await self.metrics.refresh()  # the gauges read from the server's state
         self.history.sample(self.clock(), counter_totals(self.metrics))
 
     def window(self, name: str, series: tuple[str, ...] = SERIES_NAMES) -> dict[str, Any]:
@@ -44,7 +45,7 @@ class HistorySampler:
     async def run(self) -> None:
         while True:
             try:
-                self.sample_now()
+                await self.sample_now()
             except Exception:
                 self.failures += 1
                 if self.failures == 1:

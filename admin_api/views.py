@@ -1,14 +1,13 @@
-"""Handlers of the admin API. They read and change the server's in-memory state
-objects through their methods, on the event loop, without blocking I/O: no file
-is read per request (the page and the OpenAPI document are loaded once).
+"""Handlers of the admin API. They read and change the server's state through its
+interfaces (``ServerState``: presence, lockouts, files, events) and ask the server
+for what only it does (disconnect, reload), on the event loop, without blocking
+I/O: no file is read per request (the page and the OpenAPI document are loaded once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +16,13 @@ from aiohttp import web
 
 from admin_api import query as q
 from admin_api.errors import ApiError, json_response
-from admin_api.events import EventBuffer, matches
 from admin_api.history import SERIES_NAMES, WINDOWS
 from admin_api.metrics import ServerMetrics
 from admin_api.sampling import HistorySampler
 from edgenet.server.compute import Stats
-from edgenet.server.logs import FileLog, FileRecord
-from edgenet.server.state import ActiveDevice, LockoutEntry
+from edgenet.server.interfaces import ActiveDevice, LockoutEntry, LogName, event_matches
+from edgenet.server.logs import FileRecord
+from edgenet.server.state import LiveSession, ServerState
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
@@ -39,7 +38,7 @@ class AdminContext:
     """What the handlers need; one per admin app."""
 
     server: EdgeServer
-    events: EventBuffer
+    state: ServerState
     metrics: ServerMetrics
     openapi: bytes
     page: bytes
@@ -58,10 +57,16 @@ def _ctx(request: web.Request) -> AdminContext:
 # -- representations ------------------------------------------------------------
 
 
-def device_json(d: ActiveDevice) -> dict[str, Any]:
+def device_json(d: ActiveDevice, session: LiveSession | None) -> dict[str, Any]:
+    """A device; its session's counters when the session lives on this node."""
     return {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, **q.times("since", d.since),
-            "session_id": d.session_id, "commands": d.commands,
-            "bytes_uploaded": d.bytes_uploaded}
+            "session_id": d.session_id,
+            "commands": session.commands if session is not None else 0,
+            "bytes_uploaded": session.bytes_uploaded if session is not None else 0}
+
+
+def _device_json(state: ServerState, d: ActiveDevice) -> dict[str, Any]:
+    return device_json(d, state.sessions.get(d.session_id))
 
 
 def lockout_json(e: LockoutEntry, now: float, max_attempts: int) -> dict[str, Any]:
@@ -99,7 +104,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    resp = web.Response(body=_ctx(request).metrics.render())
+    resp = web.Response(body=await _ctx(request).metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -112,38 +117,39 @@ async def openapi(request: web.Request) -> web.Response:
 # -- devices ---------------------------------------------------------------------
 
 
-def _device_or_404(server: EdgeServer, name: str) -> ActiveDevice:
-    q.name_param(name)
-    dev = server.devices.get(name)
-    if dev is None:
-        raise ApiError(404, "device_not_found", f"device {name[:64]} is not active")
-    return dev
+def _not_active(name: str) -> ApiError:
+    return ApiError(404, "device_not_found", f"device {name[:64]} is not active")
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    server = _ctx(request).server
+    state = _ctx(request).state
     limit, offset = q.limit_of(request), q.cursor_of(request, "devices")
     since = q.since_of(request)
     # Login order is the order of ``since``: newest first is the reverse.
-    items = [device_json(d) for d in reversed(list(server.devices))
+    items = [_device_json(state, d) for d in reversed(await state.presence.devices())
              if since is None or d.since >= since]
     page, meta = q.page_by_offset(items, limit, offset, "devices")
     return json_response({"data": page, "meta": meta})
 
 
 async def get_device(request: web.Request) -> web.Response:
-    dev = _device_or_404(_ctx(request).server, request.match_info["name"])
-    return json_response({"data": device_json(dev)})
+    state = _ctx(request).state
+    name = q.name_param(request.match_info["name"]) or ""
+    dev = await state.presence.get(name)
+    if dev is None:
+        raise _not_active(name)
+    return json_response({"data": _device_json(state, dev)})
 
 
 async def disconnect_device(request: web.Request) -> web.Response:
-    server = _ctx(request).server
-    dev = _device_or_404(server, request.match_info["name"])
-    before = device_json(dev)
-    if not server.disconnect_device(dev.name):
-        raise ApiError(404, "device_not_found", f"device {dev.name} is not active")
+    ctx = _ctx(request)
+    name = q.name_param(request.match_info["name"]) or ""
+    dev = await ctx.state.presence.get(name)
+    before = _device_json(ctx.state, dev) if dev is not None else None
+    if before is None or await ctx.server.disconnect_device(name) is None:
+        raise _not_active(name)
     # The active list is already changed; wait for edge-device-log.txt to say so too.
-    await server.device_log.request()
+    await ctx.state.device_log.request()
     return json_response({"data": {**before, "disconnected": True}})
 
 
@@ -151,27 +157,27 @@ async def disconnect_device(request: web.Request) -> web.Response:
 
 
 async def list_lockouts(request: web.Request) -> web.Response:
-    server = _ctx(request).server
+    state = _ctx(request).state
     limit, offset = q.limit_of(request), q.cursor_of(request, "lockouts")
     device = q.name_param(request.query.get("device"))
-    now = server.clock()
-    # The tracker keeps names in order of their last failure: newest first is the reverse.
-    items = [lockout_json(e, now, server.lockouts.max_attempts)
-             for e in reversed(server.lockouts.snapshot(now))
+    now = state.clock()
+    # Entries come in order of their last failure: newest first is the reverse.
+    items = [lockout_json(e, now, state.config.max_attempts)
+             for e in reversed(await state.lockouts.entries(now))
              if device is None or e.name == device]
     page, meta = q.page_by_offset(items, limit, offset, "lockouts")
     return json_response({"data": page, "meta": meta})
 
 
 async def lift_lockout(request: web.Request) -> web.Response:
-    server = _ctx(request).server
+    state = _ctx(request).state
     name = q.name_param(request.match_info["name"]) or ""
-    now = server.clock()
-    entry = next((e for e in server.lockouts.snapshot(now) if e.name == name), None)
-    if entry is None or not server.lockouts.lift(name):
+    now = state.clock()
+    entry = await state.lockouts.lift(name, now)
+    if entry is None:
         raise ApiError(404, "lockout_not_found",
                        f"no failed logins or block are recorded for {name}")
-    was = lockout_json(entry, now, server.lockouts.max_attempts)
+    was = lockout_json(entry, now, state.config.max_attempts)
     log.info("block_lifted", device=name, failures=entry.failures, was_blocked=was["blocked"],
              by="admin")
     return json_response({"data": {**was, "lifted": True}})
@@ -182,7 +188,7 @@ async def lift_lockout(request: web.Request) -> web.Response:
 
 async def reload_credentials(request: web.Request) -> web.Response:
     """Re-read the credentials file, as SIGHUP does; revoked devices are disconnected."""
-    result = await _ctx(request).server.reload_credentials_async()
+    result = await _ctx(request).server.reload_credentials()
     if not result["reloaded"]:
         err = result["error"]
         raise ApiError(409, err["code"], err["message"])
@@ -192,41 +198,34 @@ async def reload_credentials(request: web.Request) -> web.Response:
 # -- logs ------------------------------------------------------------------------
 
 
-def _file_log(request: web.Request, log_: FileLog, kind: str) -> web.Response:
-    limit, before = q.limit_of(request), q.cursor_of(request, kind)
+async def _file_log(request: web.Request, log_: LogName) -> web.Response:
+    limit, before = q.limit_of(request), q.cursor_of(request, log_)
     device = q.name_param(request.query.get("device"))
     since = q.since_of(request)
-    records = log_.records
-    total = len(records)
-    if before is None or before > total:
-        before = total
-    # Positions count from the oldest record kept in memory; newest first means
-    # walking from ``before - 1`` down.
-    newest: Iterator[FileRecord] = itertools.islice(reversed(records), total - before, None)
-    positioned = ((before - 1 - i, r) for i, r in enumerate(newest)
-                  if (device is None or r.device == device)
-                  and (since is None or r.time >= since))
-    page, meta = q.page_by_position(positioned, limit, kind)
+    # One more than a page, to know whether there is a next one.
+    positioned = await _ctx(request).state.files.log_records(
+        log_, limit=limit + 1, before=before, device=device, since=since)
+    page, meta = q.page_by_position(positioned, limit, log_)
     return json_response({"data": [record_json(r) for r in page], "meta": meta})
 
 
 async def upload_log(request: web.Request) -> web.Response:
-    return _file_log(request, _ctx(request).server.store.uploads, "uploads")
+    return await _file_log(request, "uploads")
 
 
 async def deletion_log(request: web.Request) -> web.Response:
-    return _file_log(request, _ctx(request).server.store.deletions, "deletions")
+    return await _file_log(request, "deletions")
 
 
 async def device_log(request: web.Request) -> web.Response:
-    server = _ctx(request).server
+    state = _ctx(request).state
     limit, offset = q.limit_of(request), q.cursor_of(request, "device-log")
     device = q.name_param(request.query.get("device"))
     since = q.since_of(request)
     # The same order and numbering as edge-device-log.txt (login order, seq from 1).
     items = [{"seq": seq, **q.times("since", d.since), "name": d.name, "ip": d.ip,
               "udp_port": d.udp_port}
-             for seq, d in enumerate(server.devices, 1)
+             for seq, d in enumerate(await state.presence.devices(), 1)
              if (device is None or d.name == device) and (since is None or d.since >= since)]
     page, meta = q.page_by_offset(items, limit, offset, "device-log")
     return json_response({"data": page, "meta": meta})
@@ -236,11 +235,11 @@ async def device_log(request: web.Request) -> web.Response:
 
 
 async def list_files(request: web.Request) -> web.Response:
-    server = _ctx(request).server
+    state = _ctx(request).state
     limit, offset = q.limit_of(request), q.cursor_of(request, "files")
     device = q.name_param(request.query.get("device"))
     since = q.since_of(request)
-    files = sorted((f for f in server.store.files(device)
+    files = sorted((f for f in await state.files.files(device)
                     if since is None or f.uploaded_at >= since),
                    key=lambda f: (f.uploaded_at, f.device, f.file_id), reverse=True)
     items = [{"device": f.device, "file_id": f.file_id, "size": f.size, "samples": f.samples,
@@ -283,14 +282,14 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    events = _ctx(request).events
+    events = _ctx(request).state.events
     limit, before = q.limit_of(request), q.cursor_of(request, "events")
     device = q.name_param(request.query.get("device"))
     names = q.event_names(request)
     since = q.since_of(request)
-    positioned = ((e["seq"], e) for e in events.newest_first(before)
-                  if matches(e, device, names, since))
-    page, meta = q.page_by_position(positioned, limit, "events")
+    found = await events.query(limit=limit + 1, before=before, device=device, names=names,
+                               since=since)
+    page, meta = q.page_by_position(((e["seq"], e) for e in found), limit, "events")
     return json_response({"data": page, "meta": meta})
 
 
@@ -303,16 +302,17 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: every new event (filtered), after a replay of those
     newer than ``Last-Event-ID`` (or ``after``) still in the ring buffer."""
     ctx = _ctx(request)
+    events = ctx.state.events
     device = q.name_param(request.query.get("device"))
     names = q.event_names(request)
     raw_after = request.headers.get("Last-Event-ID", request.query.get("after", ""))
     if raw_after and not raw_after.isdigit():
         raise ApiError(400, "bad_after", "Last-Event-ID / after must be an event seq")
     last = int(raw_after) if raw_after else None
-    sub = ctx.events.subscribe()
+    sub = events.subscribe()
     if sub is None:
         raise ApiError(503, "too_many_streams",
-                       f"at most {ctx.events.max_subscribers} event streams at once",
+                       f"at most {events.max_subscribers} event streams at once",
                        {"Retry-After": "5"})
     resp = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -320,27 +320,27 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         await resp.write(b"retry: 3000\n: connected\n\n")
-        sent = last if last is not None else ctx.events.last_seq
+        sent = last if last is not None else await events.last_seq()
         if last is not None:
-            for old in ctx.events.after(last):
-                if matches(old, device, names):
+            for old in await events.after(last):
+                if event_matches(old, device, names):
                     await resp.write(_sse(old))
                 sent = old["seq"]
         while sub.ended is None:
             try:
-                entry = await asyncio.wait_for(sub.queue.get(), ctx.keepalive)
+                entry = await sub.next(ctx.keepalive)
             except asyncio.TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
             if entry is None or entry["seq"] <= sent:
                 continue
             sent = entry["seq"]
-            if matches(entry, device, names):
+            if event_matches(entry, device, names):
                 await resp.write(_sse(entry))
         await resp.write(f"event: end\ndata: {json.dumps({'reason': sub.ended})}\n\n"
                          .encode())
     except ConnectionError:
         pass  # the client went away
     finally:
-        ctx.events.unsubscribe(sub)
+        events.unsubscribe(sub)
     return resp

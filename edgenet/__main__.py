@@ -172,7 +172,8 @@ def run_server(args: argparse.Namespace) -> int:
                           tls_key=Path(args.tls_key) if args.tls_key else None)
     events = None
     if config.admin_enabled:
-        from admin_api import EventBuffer, admin_config_error
+        from admin_api import admin_config_error
+        from edgenet.server.events import EventBuffer
 
         problem = admin_config_error(config.admin_host, config.admin_token)
         if problem:
@@ -217,12 +218,12 @@ def run_server(args: argparse.Namespace) -> int:
         if events is not None:
             from admin_api import install_admin
 
-            install_admin(server, events)
+            install_admin(server)
 
     try:
         import asyncio
 
-        return asyncio.run(serve(config, credentials, ready=ready, extra=extra))
+        return asyncio.run(serve(config, credentials, ready=ready, extra=extra, events=events))
     except AdminStartError as exc:
         print(f"edgenet: {exc}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from edgenet.config import ServerConfig
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
 from edgenet.server.logs import DEVICE_LOG, FileRecord, format_timestamp
+from edgenet.server.state import ServerState
 from tests.test_admin_support import CREDENTIALS, PASSWORDS, TOKEN
 
 NOW = 1_700_000_000.0
@@ -43,9 +44,20 @@ class FakeClock:
 class FakeSession:
     def __init__(self) -> None:
         self.told: list[tuple[str, str]] = []
+        self.peer = "192.0.2.1:40000"
+        self.commands = 0
+        self.bytes_uploaded = 0
 
     def disconnect(self, kind: str, message: str) -> None:
         self.told.append((kind, message))
+
+
+async def blocked_for(state: ServerState, name: str, now: float) -> float:
+    """Seconds ``name`` stays blocked, read through the lockouts' interface."""
+    for entry in await state.lockouts.entries(now):
+        if entry.name == name and entry.blocked_until is not None:
+            return entry.blocked_until - now
+    return 0.0
 
 
 @pytest.fixture
@@ -54,9 +66,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def server(tmp_path: Path, clock: FakeClock) -> EdgeServer:
-    """A server object (not listening) whose state holds two devices, a blocked name,
-    a name with one failure, three stored files and their logs."""
+async def server(tmp_path: Path, clock: FakeClock, events: EventBuffer) -> EdgeServer:
+    """A server object (opened, not listening) whose state holds two devices, a blocked
+    name, a name with one failure, three stored files and their logs."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "alpha-1.txt").write_text("1\n2\n3\n")
@@ -69,12 +81,15 @@ def server(tmp_path: Path, clock: FakeClock) -> EdgeServer:
     (data / "deletion-log.txt").write_text(FileRecord("alpha", NOW - 10, 3, 4).line())
     cfg = ServerConfig(port=0, max_attempts=3, host="127.0.0.1", data_dir=data,
                        block_seconds=30)
-    srv = EdgeServer(cfg, Credentials.parse(CREDENTIALS), clock=clock)
-    srv.devices.add("alpha", "192.0.2.1", 5001, NOW - 100, FakeSession())
-    srv.devices.add("gamma", "192.0.2.3", 5003, NOW - 50, FakeSession())
+    srv = EdgeServer(cfg, Credentials.parse(CREDENTIALS), clock=clock, events=events)
+    state = await srv.open()
+    for name, ip, port, since in [("alpha", "192.0.2.1", 5001, NOW - 100),
+                                  ("gamma", "192.0.2.3", 5003, NOW - 50)]:
+        dev = (await state.presence.join(name, ip, port, since)).device
+        state.sessions.add(dev.session_id, FakeSession())
     for _ in range(3):
-        srv.lockouts.record_failure("beta", NOW - 5)
-    srv.lockouts.record_failure("mallory", NOW - 1)
+        await state.lockouts.attempt("beta", NOW - 5)  # three failures: blocked
+    await state.lockouts.attempt("mallory", NOW - 1)
     return srv
 
 
@@ -94,13 +109,13 @@ def events() -> EventBuffer:
 
 
 @pytest.fixture
-async def open_client(aiohttp_client: Any, server: EdgeServer, events: EventBuffer) -> Any:
-    return await aiohttp_client(create_app(server, events=events))
+async def open_client(aiohttp_client: Any, server: EdgeServer) -> Any:
+    return await aiohttp_client(create_app(server))
 
 
 @pytest.fixture
-async def token_client(aiohttp_client: Any, server: EdgeServer, events: EventBuffer) -> Any:
-    return await aiohttp_client(create_app(server, token=TOKEN, events=events))
+async def token_client(aiohttp_client: Any, server: EdgeServer) -> Any:
+    return await aiohttp_client(create_app(server, token=TOKEN))
 
 
 async def get_json(client: Any, path: str, status: int = 200, **kw: Any) -> Any:
@@ -149,8 +164,8 @@ async def test_mutations_are_refused_without_a_server_token(open_client: Any, se
         resp = await open_client.delete(path, headers=headers)
         assert resp.status == 403
         assert_error(await resp.json(), "read_only")
-    assert server.devices.get("alpha") is not None
-    assert server.lockouts.seconds_left("beta", NOW) > 0
+    assert await server.state.presence.get("alpha") is not None
+    assert await blocked_for(server.state, "beta", NOW) > 0
 
 
 @pytest.mark.parametrize("path", MUTATIONS)
@@ -213,13 +228,16 @@ async def test_unknown_or_bad_device_names(open_client: Any, token_client: Any) 
 
 async def test_disconnect_tells_the_device_and_updates_the_log(token_client: Any,
                                                               server: EdgeServer) -> None:
-    session = server.devices.get("alpha").session  # type: ignore[union-attr]
+    alpha = await server.state.presence.get("alpha")
+    assert alpha is not None
+    session = server.state.sessions.get(alpha.session_id)
+    assert isinstance(session, FakeSession)
     resp = await token_client.delete("/api/v1/devices/alpha", headers=AUTH)
     assert resp.status == 200
     body = await resp.json()
     assert body["data"]["name"] == "alpha" and body["data"]["disconnected"] is True
-    assert session.told and session.told[0][0] == "disconnected"  # type: ignore[attr-defined]
-    assert server.devices.get("alpha") is None
+    assert session.told and session.told[0][0] == "disconnected"
+    assert await server.state.presence.get("alpha") is None
     log_text = (server.config.data_dir / DEVICE_LOG).read_text()
     assert "alpha" not in log_text and "; gamma; 192.0.2.3; 5003" in log_text
     listed = await get_json(token_client, "/api/v1/devices", headers=AUTH)
@@ -250,15 +268,14 @@ async def test_lockouts_list_and_lift(token_client: Any, server: EdgeServer,
     assert resp.status == 200
     lifted = (await resp.json())["data"]
     assert lifted["lifted"] is True and lifted["blocked"] is True and lifted["failures"] == 3
-    assert server.lockouts.seconds_left("beta", NOW) == 0.0
+    assert await blocked_for(server.state, "beta", NOW) == 0.0
     resp = await token_client.delete("/api/v1/lockouts/beta", headers=AUTH)
     assert resp.status == 404
     assert_error(await resp.json(), "lockout_not_found")
 
     clock.now = NOW + 3600  # blocks run out on their own too
-    server.lockouts.record_failure("beta", NOW)
-    server.lockouts.record_failure("beta", NOW)
-    server.lockouts.record_failure("beta", NOW)
+    for _ in range(3):
+        await server.state.lockouts.attempt("beta", NOW)
     body = await get_json(token_client, "/api/v1/lockouts", headers=AUTH)
     assert "beta" not in [e["name"] for e in body["data"]]
 
@@ -296,7 +313,7 @@ async def test_device_log_mirrors_the_file(open_client: Any, server: EdgeServer)
     body = await get_json(open_client, "/api/v1/logs/devices")
     assert [(r["seq"], r["name"], r["udp_port"]) for r in body["data"]] == [
         (1, "alpha", 5001), (2, "gamma", 5003)]
-    server.device_log.write_now()
+    await server.state.device_log.write_now()
     lines = (server.config.data_dir / DEVICE_LOG).read_text().splitlines()
     assert lines == [f"{r['seq']}; {r['since_text']}; {r['name']}; {r['ip']}; {r['udp_port']}"
                      for r in body["data"]]
@@ -364,8 +381,10 @@ async def test_event_stream_replays_then_follows(open_client: Any, events: Event
 
 
 async def test_event_streams_are_bounded(aiohttp_client: Any, server: EdgeServer) -> None:
-    buf = EventBuffer(max_subscribers=1)
-    client = await aiohttp_client(create_app(server, events=buf))
+    bounded = EdgeServer(server.config, Credentials.parse(CREDENTIALS),
+                         events=EventBuffer(max_subscribers=1))
+    await bounded.open()
+    client = await aiohttp_client(create_app(bounded))
     first = await client.get("/api/v1/events/stream")
     assert first.status == 200
     second = await client.get("/api/v1/events/stream")

@@ -96,7 +96,8 @@ async def test_page_shows_state_and_lifts_and_disconnects(tmp_path: Path,
         await blocked.locator("button.lift").click()
         await expect(blocked).to_have_count(0)
         await expect(page.locator("#message")).to_contain_text("lifted beta")
-        assert live.server.lockouts.seconds_left("beta", live.server.clock()) == 0
+        assert "beta" not in [e.name for e in await live.server.state.lockouts.entries(
+            live.server.clock())]
         assert (await beta.login("beta", "betapass"))["type"] == "ok"
         await expect(page.locator("#devices tbody tr[data-name='beta']")).to_have_count(1)
 
@@ -105,7 +106,7 @@ async def test_page_shows_state_and_lifts_and_disconnects(tmp_path: Path,
         await expect(devices).to_have_count(0)
         notice = await alpha.recv()
         assert notice is not None and notice["kind"] == "disconnected"
-        assert live.server.devices.get("alpha") is None
+        assert await live.server.state.presence.get("alpha") is None
         await expect(page.locator("#events tbody")).to_contain_text("block_lifted")
         await expect(page.locator("#live")).to_contain_text("streaming")
         assert errors == []
@@ -132,5 +133,5 @@ async def test_page_asks_for_a_token_before_acting(tmp_path: Path, browser_page:
         await row.locator("button.disconnect").click()
         await expect(page.locator("#message")).to_contain_text("read-only")
         assert asked and "token" in asked[0].lower()
-        await wait_for(lambda: live.server.devices.get("gamma") is not None, what="gamma kept")
+        assert await wait_for(lambda: live.server.state.presence.get("gamma"), what="gamma kept")
         await gamma.close()

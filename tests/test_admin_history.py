@@ -127,10 +127,11 @@ def test_bad_input_is_ignored_or_refused() -> None:
 # -- fed from the metrics ------------------------------------------------------------
 
 
-def _server(tmp_path: Path, clock: Any = None) -> EdgeServer:
+def _server(tmp_path: Path, clock: Any = None, events: EventBuffer | None = None) -> EdgeServer:
     cfg = ServerConfig(port=0, max_attempts=3, host="127.0.0.1", data_dir=tmp_path / "data")
     (tmp_path / "data").mkdir(exist_ok=True)
-    return EdgeServer(cfg, Credentials.parse(CREDENTIALS), **({"clock": clock} if clock else {}))
+    return EdgeServer(cfg, Credentials.parse(CREDENTIALS), events=events,
+                      **({"clock": clock} if clock else {}))
 
 
 def test_totals_name_every_series_and_count_what_the_events_say(tmp_path: Path) -> None:
@@ -157,17 +158,18 @@ def test_totals_name_every_series_and_count_what_the_events_say(tmp_path: Path) 
 
 async def test_history_endpoint(aiohttp_client: Any, tmp_path: Path) -> None:
     now = [T0]
-    server = _server(tmp_path, clock=lambda: now[0])
     events = EventBuffer()
-    app = create_app(server, token=TOKEN, events=events)
+    server = _server(tmp_path, clock=lambda: now[0], events=events)
+    await server.open()
+    app = create_app(server, token=TOKEN)
     client = await aiohttp_client(app)
     sampler = app[CONTEXT].history
     assert isinstance(sampler, HistorySampler)
-    sampler.sample_now()
+    await sampler.sample_now()
     events.record({"event": "command", "command": "SCS", "outcome": "ok", "duration_ms": 2})
     events.record({"event": "command", "command": "SCS", "outcome": "ok", "duration_ms": 2})
     now[0] = T0 + 1
-    sampler.sample_now()
+    await sampler.sample_now()
 
     resp = await client.get("/api/v1/history", headers=AUTH)
     assert resp.status == 200

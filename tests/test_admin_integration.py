@@ -117,7 +117,10 @@ async def test_devices_lockouts_and_disconnects_through_the_api(tmp_path: Path) 
 
         # A device leaving on its own disappears too.
         await gamma.close()
-        await wait_for(lambda: live.server.devices.get("gamma") is None, what="gamma to leave")
+        async def gamma_gone() -> bool:
+            return await live.server.state.presence.get("gamma") is None
+
+        await wait_for(gamma_gone, what="gamma to leave")
         assert await names(http, live, "/api/v1/devices") == ["beta"]
 
         # The events, recorded and streamed, tell the same story.

@@ -70,6 +70,7 @@ async def test_reload_is_refused_without_a_token(tmp_path: Path) -> None:
     cfg = ServerConfig(port=0, max_attempts=3, host="127.0.0.1", data_dir=tmp_path / "data",
                        credentials=creds)
     server = EdgeServer(cfg, Credentials.load(creds))
+    await server.open()
     client = TestClient(TestServer(create_app(server, token=None)))
     await client.start_server()
     try:

@@ -77,8 +77,8 @@ async def live_server(tmp_path: Path, token: str | None = TOKEN, max_attempts: i
                           admin_token=token)
     events = EventBuffer()
     with structlog_into(events):
-        server = EdgeServer(config, Credentials.load(creds))
-        admin = install_admin(server, events)
+        server = EdgeServer(config, Credentials.load(creds), events=events)
+        admin = install_admin(server)
         await server.start()
         try:
             yield LiveServer(server, admin, events)

@@ -8,6 +8,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from structlog.testing import capture_logs
 
 from edgenet.config import ServerConfig
 from edgenet.server.logs import FileRecord, format_timestamp
-from edgenet.server.store import FileStore
+from edgenet.server.store import DataDirStore
 from tests.conftest import ServerProcess, server_argv, start_server
 from tests.wireclient import WireDevice
 
@@ -184,7 +185,7 @@ def test_reconcile_appends_what_a_crash_left_out(tmp_path: Path) -> None:
     # 5. A torn last line (power loss mid-write).
     with (data / "deletion-log.txt").open("a") as fh:
         fh.write("gamma; 01 Jan")
-    store = FileStore(data)
+    store = DataDirStore.open(data, time.time())
     repaired = {(r.get("device"), r.get("file_id"), r["log"]) for r in store.repairs}
     assert repaired == {("alpha", 1, "upload-log.txt"), ("beta", 2, "deletion-log.txt"),
                         ("delta", 4, "upload-log.txt"), (None, None, "deletion-log.txt")}
@@ -195,7 +196,7 @@ def test_reconcile_appends_what_a_crash_left_out(tmp_path: Path) -> None:
     assert uploads[-1].time >= t0 + 5  # never before the deletion it follows
     assert (deletions[-1].device, deletions[-1].file_id, deletions[-1].samples) == ("beta", 2, 4)
     # Idempotent: a second start-up finds nothing to repair.
-    again = FileStore(data)
+    again = DataDirStore.open(data, time.time())
     assert again.repairs == []
     assert lines_of(data / "upload-log.txt") == uploads
 

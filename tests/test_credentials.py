@@ -122,28 +122,28 @@ async def test_reload_adds_revokes_and_keeps_old_on_error(server_config: ServerC
 
         path.write_text("beta betapass\n" + hashed_text(delta="deltapass"))
         with capture_logs() as logs:
-            result = server.reload_credentials()
+            result = await server.reload_credentials()
         assert result["reloaded"] and result["added"] == ["delta"]
         assert result["removed"] == ["alpha"] and result["disconnected"] == ["alpha"]
         notice = await a.recv()
         assert notice is not None and (notice["type"], notice["kind"]) == ("notice", "revoked")
         assert await a.recv() is None
-        assert [x.name for x in server.devices] == ["beta"]
+        assert [x.name for x in await server.state.presence.devices()] == ["beta"]
         assert (await d.login("delta", "deltapass"))["type"] == "ok"
         assert any(e["event"] == "credentials_reloaded" for e in logs)
 
         # A malformed file keeps the old credentials; the error is logged, nobody dropped.
         path.write_text("beta betapass\nbroken line with spaces\n")
         with capture_logs() as logs:
-            result = server.reload_credentials()
+            result = await server.reload_credentials()
         assert not result["reloaded"] and "line 2" in result["error"]["message"]
         failed = next(e for e in logs if e["event"] == "credentials_reload_failed")
         assert failed["log_level"] == "error"
-        assert sorted(x.name for x in server.devices) == ["beta", "delta"]
+        assert sorted(x.name for x in await server.state.presence.devices()) == ["beta", "delta"]
         e = await WireDevice.connect(server.port)
         assert (await e.login("delta", "deltapass"))["type"] == "ok"  # takes over: still valid
         path.unlink()
-        assert not server.reload_credentials()["reloaded"]
+        assert not (await server.reload_credentials())["reloaded"]
         await asyncio.gather(*(x.close() for x in (a, b, d, e)))
     finally:
         await server.close()

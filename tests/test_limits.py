@@ -63,15 +63,10 @@ async def test_login_timeout(server_config: ServerConfig) -> None:
         assert notice is not None and notice["kind"] == "login_timeout"
         await asyncio.sleep(0.3)
         assert (await good.call({"type": "ping"}))["type"] == "ok"  # logged in: not affected
-        assert [d.name for d in server.devices] == ["alpha"]
+        assert [d.name for d in await server.state.presence.devices()] == ["alpha"]
         await asyncio.gather(idle.close(), silent.close(), good.close())
     finally:
         await server.close()
-
-
-class _Nobody:
-    def disconnect(self, kind: str, message: str) -> None:
-        pass
 
 
 async def test_a_peer_that_stops_reading_is_dropped(server_config: ServerConfig) -> None:
@@ -79,7 +74,7 @@ async def test_a_peer_that_stops_reading_is_dropped(server_config: ServerConfig)
     try:
         # 2,000 listed devices make each AED reply ~300 KB.
         for i in range(2000):
-            server.devices.add(f"{'x' * 60}{i:04d}", "192.0.2.1", 1000 + i, 0.0, _Nobody())
+            await server.state.presence.join(f"{'x' * 60}{i:04d}", "192.0.2.1", 1000 + i, 0.0)
         slow = await WireDevice.connect(server.port)
         assert (await slow.login("alpha", "alphapass"))["type"] == "ok"
         other = await WireDevice.connect(server.port)
@@ -95,11 +90,11 @@ async def test_a_peer_that_stops_reading_is_dropped(server_config: ServerConfig)
             assert r["type"] == "ok"
             served = time.monotonic() - t0
             for _ in range(200):
-                if server.devices.get("alpha") is None:
+                if await server.state.presence.get("alpha") is None:
                     break
                 await asyncio.sleep(0.05)
-        assert server.devices.get("alpha") is None
-        assert server.devices.get("beta") is not None
+        assert await server.state.presence.get("alpha") is None
+        assert await server.state.presence.get("beta") is not None
         dropped = [e for e in logs if e["event"] == "slow_reader_dropped"]
         assert len(dropped) == 1 and dropped[0]["device"] == "alpha"
         # What was held for it: at most the high-water mark plus one reply.
@@ -136,10 +131,12 @@ async def test_connections_dropped_mid_frame_leave_nothing_behind(server_config:
             else:
                 dev.writer.close()
         for _ in range(250):
-            if [d.name for d in server.devices] == ["gamma"] and len(server.connections) == 1:
+            names = [d.name for d in await server.state.presence.devices()]
+            if names == ["gamma"] and len(server.connections) == 1:
                 break
             await asyncio.sleep(0.02)
-        assert [d.name for d in server.devices] == ["gamma"] and len(server.connections) == 1
+        names = [d.name for d in await server.state.presence.devices()]
+        assert names == ["gamma"] and len(server.connections) == 1
         assert list(data.glob(".upload-*")) == []
         assert not list(data.glob("alpha-*")) and not list(data.glob("beta-*"))
         lines = (data / "edge-device-log.txt").read_text().splitlines()

@@ -2,7 +2,7 @@
 
 Every command goes from ``ClientProtocol``'s bytes into the server's sans-I/O session
 core and its command handlers working on real server state (an ``EdgeServer`` on a
-temporary data dir, never started: no socket anywhere), and the reply's bytes go
+temporary data dir, opened but never started: no socket anywhere), and the reply's bytes go
 back into the client core. Each request must come out of the server core as it went
 into the client core, and each reply out of the client core as the server built it.
 The same paths over real sockets are in test_server.py and test_client_process.py.
@@ -11,6 +11,7 @@ The same paths over real sockets are in test_server.py and test_client_process.p
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from edgenet.config import ServerConfig
 from edgenet.server import commands
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
+from edgenet.server.interfaces import PendingUpload
+from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
     Fatal,
@@ -31,7 +34,6 @@ from edgenet.server.session import (
     UploadData,
     UploadDone,
 )
-from edgenet.server.store import UploadInProgress
 from edgenet.wire import messages as m
 from edgenet.wire.frames import NEED_DATA, encode_frame
 from tests.conftest import CREDENTIALS
@@ -41,16 +43,18 @@ AGENT = "edgenet-client/memory"
 
 class ServerEnd:
     """The server's end of one in-memory connection: its session core, and for each
-    request the server's own handlers on its state objects (what the asyncio adapter,
+    request the server's own handlers on its state (what the asyncio adapter,
     server/connection.py, does around them, minus the socket)."""
 
     def __init__(self, server: EdgeServer, ip: str = "192.0.2.10") -> None:
-        self.server = server
+        self.state = server.state
         cfg = server.config
         self.core = ServerConnection(cfg.max_upload, cfg.heartbeat, 0.0, cfg.login_timeout)
         self.ip = ip
+        self.peer = f"{ip}:40000"
+        self.commands = self.bytes_uploaded = 0
         self.name: str | None = None
-        self.upload: tuple[m.Upload, UploadInProgress] | None = None
+        self.upload: tuple[m.Upload, PendingUpload] | None = None
         self.received: list[m.Request] = []
         self._out = bytearray()
 
@@ -71,8 +75,8 @@ class ServerEnd:
                 if isinstance(ev, Fatal):
                     break
             elif isinstance(ev, HelloReceived):
-                self._out += encode_frame(m.hello_ok(self.server.agent,
-                                                     self.server.config.heartbeat))
+                self._out += encode_frame(m.hello_ok(self.state.agent,
+                                                     self.state.config.heartbeat))
             elif isinstance(ev, UploadData):
                 assert self.upload is not None
                 self.upload[1].write(ev.data)
@@ -89,44 +93,44 @@ class ServerEnd:
         return out
 
     async def _serve(self, req: m.Request) -> None:
-        server = self.server
+        state = self.state
         if isinstance(req, m.Login):
-            refused = await server.login_judge.judge(req.name, req.password, self.ip)
+            refused = await judge_login(state, req.name, req.password, self.ip)
             if refused is not None:
                 self._send(m.error(req.id, **refused.reply))
                 return
             self.name = req.name
-            dev, old = server.devices.add(req.name, self.ip, req.udp_port, server.clock(), self)
+            # A takeover tells the older session through the state (Presence.on_evict).
+            dev = (await state.presence.join(req.name, self.ip, req.udp_port,
+                                             state.clock())).device
+            state.sessions.add(dev.session_id, self)
             self.core.logged_in()
-            if old is not None:
-                old.session.disconnect("replaced", "this device logged in from another place; "
-                                                   "this session was replaced")
             self._send(m.ok(req.id, session=dev.session_id, name=req.name))
         elif isinstance(req, (m.Ping, m.Logout)):
             self._send(m.ok(req.id))
         elif isinstance(req, m.Upload):
             assert self.name is not None
-            self.upload = (req, server.store.begin_upload(self.name, req.file_id))
+            self.upload = (req, await state.files.begin_upload(self.name, req.file_id))
             if req.size == 0:
                 await self._finish_upload()
         elif isinstance(req, m.Compute):
             assert self.name is not None
-            self._send(await commands.compute(server, self.name, req))
+            self._send(await commands.compute(state, self.name, req))
         elif isinstance(req, m.Delete):
             assert self.name is not None
-            self._send(await commands.delete(server, self.name, req))
+            self._send(await commands.delete(state, self.name, req))
         elif isinstance(req, m.ListDevices):
             assert self.name is not None
-            self._out += b"".join(server.listing.reply(req.id, self.name))
+            self._out += b"".join(await state.listing.reply(req.id, self.name))
         elif isinstance(req, m.Lookup):
             assert self.name is not None
-            self._send(commands.lookup(server, self.name, req))
+            self._send(await commands.lookup(state, self.name, req))
 
     async def _finish_upload(self) -> None:
         assert self.upload is not None and self.name is not None
         req, up = self.upload
         self.upload = None
-        self._send(await commands.finish_upload(self.server, self.name, up, req))
+        self._send(await commands.finish_upload(self.state, up, req))
 
     def _send(self, fields: dict[str, Any]) -> None:
         self._out += encode_frame(fields)
@@ -177,10 +181,12 @@ class Device:
 
 
 @pytest.fixture
-def edge_server(tmp_path: Path) -> EdgeServer:
+async def edge_server(tmp_path: Path) -> AsyncIterator[EdgeServer]:
     config = ServerConfig(port=0, max_attempts=3, host="127.0.0.1", data_dir=tmp_path / "server",
                           block_seconds=2.0)
-    return EdgeServer(config, Credentials.parse(CREDENTIALS), clock=lambda: 1_764_095_312.0)
+    server = EdgeServer(config, Credentials.parse(CREDENTIALS), clock=lambda: 1_764_095_312.0)
+    await server.open()
+    yield server
 
 
 def samples_file(values: list[int]) -> bytes:
@@ -191,7 +197,7 @@ def samples_file(values: list[int]) -> bytes:
 async def test_every_command_through_both_cores(edge_server: EdgeServer, trickle: bool) -> None:
     alpha = Device(edge_server, trickle)
     hello = await alpha.call(m.Hello(1, AGENT))
-    assert hello == m.HelloReply(1, edge_server.agent, edge_server.config.heartbeat)
+    assert hello == m.HelloReply(1, edge_server.state.agent, edge_server.config.heartbeat)
     refused = await alpha.call(m.Login(alpha.core.next_id(), "alpha", "wrong", 6001))
     assert refused == m.ErrorReply(1, "auth_failed", "Invalid password. Please try again",
                                    attempts_left=2)

@@ -194,7 +194,7 @@ async def test_half_open_connection_is_found_by_heartbeat(server_config) -> None
                 await live.call({"type": "ping"})
                 await asyncio.sleep(0.05)
         await keep_alive()
-        assert [d.name for d in server.devices] == ["alpha"]
+        assert [d.name for d in await server.state.presence.devices()] == ["alpha"]
         assert device_log(server)[0].split("; ")[2] == "alpha" and len(device_log(server)) == 1
         await live.close()
         await silent.close()
@@ -249,7 +249,7 @@ async def test_restart_keeps_history_and_empties_device_log(server_config, tmp_p
     try:
         assert device_log(server) == []
         assert not list(server.config.data_dir.glob(".upload-*"))
-        stored = server.store.get("alpha", 9)
+        stored = await server.state.files.get("alpha", 9)
         assert stored is not None and stored.samples == 2
         a = await logged_in(server)
         assert (await a.call({"type": "compute", "file_id": 9, "op": "SUM"}))["result"] == "8"

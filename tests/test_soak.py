@@ -64,13 +64,12 @@ async def settle(server: EdgeServer, live: int, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if len(server.connections) == live and len(server.devices) == live \
-                and len(server._tasks) == live:
+        devices = await server.state.presence.count()
+        if len(server.connections) == live and devices == live and len(server._tasks) == live:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not settled: connections={len(server.connections)} "
-                         f"devices={len(server.devices)} tasks={len(server._tasks)} "
-                         f"live={live}")
+                         f"devices={devices} tasks={len(server._tasks)} live={live}")
 
 
 async def test_soak_500_devices_with_abrupt_disconnects(server_config: ServerConfig) -> None:
@@ -111,7 +110,7 @@ async def test_soak_500_devices_with_abrupt_disconnects(server_config: ServerCon
             live = sum(alive)
             assert live == DEVICES - len(doomed)
             await settle(server, live)
-            assert sorted(d.name for d in server.devices) == \
+            assert sorted(d.name for d in await server.state.presence.devices()) == \
                 sorted(names[i] for i, ok in enumerate(alive) if ok)
             await asyncio.gather(*(d.call({"type": "logout"}) for d, ok in zip(devices, alive)
                                    if ok))

@@ -1,8 +1,10 @@
 """The central node's asyncio application: accept, heartbeat, shutdown.
 
-``EdgeServer`` owns the state objects (active devices, lockouts, stored files,
-logs) and the set of live connections. The admin API reads and changes state
-only through it.
+``EdgeServer`` opens the server's state (``ServerState``: the shared state behind
+its interfaces, and this node's helpers), hands it to every connection, and owns
+the set of live connections and the tasks it started. The admin API reads the
+state through its interfaces and asks the server for what only the server does
+(disconnect a device, reload the credentials, say how it is).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,13 +23,10 @@ import structlog
 from edgenet import __version__
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials, CredentialsError
-from edgenet.server.commands import DeviceListing
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
-from edgenet.server.limits import LoginRateLimiter
-from edgenet.server.login import LoginJudge
-from edgenet.server.logs import DEVICE_LOG, device_log_lines, write_atomically
-from edgenet.server.state import ActiveDevices, LockoutTracker
-from edgenet.server.store import FileStore
+from edgenet.server.events import EventBuffer
+from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
+from edgenet.server.state import ServerState, open_embedded
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
 
@@ -38,60 +36,21 @@ log = structlog.get_logger("edgenet.server")
 SHUTDOWN_GRACE = 3.0
 
 
-class DeviceLogWriter:
-    """Keeps ``edge-device-log.txt`` equal to the active list.
-
-    Changes in one turn of the event loop are written once (a rewrite costs
-    O(devices), so 1,000 logins at once must not cost 1,000 rewrites).
-    ``request()`` returns a future that resolves once the file holds the change.
-    """
-
-    def __init__(self, path: Path, devices: ActiveDevices) -> None:
-        self.path = path
-        self.devices = devices
-        self._waiters: list[asyncio.Future[None]] = []
-        self._scheduled = False
-        self.writes = 0
-
-    def request(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._write)
-        return fut
-
-    def write_now(self) -> None:
-        write_atomically(self.path, device_log_lines(self.devices))
-        self.writes += 1
-
-    def _write(self) -> None:
-        self._scheduled = False
-        waiters, self._waiters = self._waiters, []
-        try:
-            self.write_now()
-        except OSError as exc:
-            log.error("device_log_write_failed", error=str(exc))
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+#: Opens the shared state of a server (the embedded one by default; a fleet's backends).
+BackendOpener = Callable[[ServerConfig, float], Awaitable[Backends]]
 
 
 class EdgeServer:
     def __init__(self, config: ServerConfig, credentials: Credentials,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, events: EventLog | None = None,
+                 open_backends: BackendOpener = open_embedded) -> None:
         self.config = config
-        self.credentials = credentials
         self.clock = clock
-        self.agent = f"edgenet/{__version__}"
-        self.devices = ActiveDevices()
-        self.lockouts = LockoutTracker(config.max_attempts, config.block_seconds)
-        self.store = FileStore(config.data_dir)
-        self.device_log = DeviceLogWriter(config.data_dir / DEVICE_LOG, self.devices)
-        self.listing = DeviceListing(self.devices)
-        self.rate_limiter = LoginRateLimiter(config.login_rate)
-        self.login_judge = LoginJudge(self)
+        self._credentials = credentials
+        #: The event log (fed by structlog when it is in the logging chain).
+        self.events: EventLog = events if events is not None else EventBuffer()
+        self._open_backends = open_backends
+        self._state: ServerState | None = None
         self.closing = False
         self.connections: set[DeviceConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,12 +63,24 @@ class EdgeServer:
 
     # -- life cycle -----------------------------------------------------------
 
+    @property
+    def state(self) -> ServerState:
+        assert self._state is not None, "the server is not open yet (await open())"
+        return self._state
+
+    async def open(self) -> ServerState:
+        """Open the state (once): the data dir is repaired here, stamped with the clock."""
+        if self._state is None:
+            backends = await self._open_backends(self.config, self.clock())
+            self._state = ServerState.build(self.config, self._credentials, self.clock,
+                                            f"edgenet/{__version__}", backends, self.events)
+        return self._state
+
     async def start(self) -> list[tuple[str, int]]:
-        """Bind and start accepting. Returns the bound (host, port) addresses."""
+        """Open the state, bind and start accepting. Returns the bound (host, port) addresses."""
+        state = await self.open()
         # Nobody is connected when the server starts: the device log starts empty.
-        self.device_log.write_now()
-        if self.store.removed_temporaries:
-            log.info("temporaries_removed", count=self.store.removed_temporaries)
+        await state.device_log.write_now()
         ssl_context, handshake_timeout = None, None
         if self.config.tls_cert is not None and self.config.tls_key is not None:
             from edgenet.tls import HANDSHAKE_TIMEOUT, server_context
@@ -126,10 +97,8 @@ class EdgeServer:
             ssl_handshake_timeout=handshake_timeout,
         )
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
-        for repair in self.store.repairs:
-            log.warning("log_repaired", **repair)
-        if self.credentials.plain_text:
-            log.warning("credentials_plain_text", count=len(self.credentials.plain_text),
+        if state.credentials.plain_text:
+            log.warning("credentials_plain_text", count=len(state.credentials.plain_text),
                         hint="store hashes made by 'edgenet hash-password' instead")
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
         for hook in self.on_start:
@@ -163,10 +132,11 @@ class EdgeServer:
                 await asyncio.wait(pending, timeout=1.0)
         for hook in self.on_stop:
             await hook(self)
-        try:
-            self.device_log.write_now()
-        except OSError:
-            pass
+        if self._state is not None:
+            try:
+                await self._state.device_log.write_now()
+            except OSError:
+                pass
 
     # -- connections ----------------------------------------------------------
 
@@ -180,7 +150,7 @@ class EdgeServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        conn = DeviceConnection(self, reader, writer)
+        conn = DeviceConnection(self.state, reader, writer)
         self.connections.add(conn)
         task = asyncio.current_task()
         if task is not None:
@@ -228,27 +198,24 @@ class EdgeServer:
 
     # -- operations for the admin API ------------------------------------------
 
-    def disconnect_device(self, name: str, message: str = "an operator disconnected this device",
-                          kind: str = "disconnected") -> bool:
-        dev = self.devices.get(name)
-        if dev is None:
-            return False
-        self.devices.remove(name, session=dev.session)
-        self.device_log.request()
-        log.info("disconnect", device=name, reason="admin" if kind == "disconnected" else kind)
-        dev.session.disconnect(kind, message)
-        return True
+    async def disconnect_device(self, name: str, reason: EvictReason = "disconnected"
+                                ) -> ActiveDevice | None:
+        """Take ``name`` off the active list and close its session (the device is told
+        why). Returns the entry removed (None: the name was not active)."""
+        state = self.state
+        dev = await state.presence.evict(name, reason)
+        if dev is not None:
+            state.device_log.request()
+            log.info("disconnect", device=name,
+                     reason="admin" if reason == "disconnected" else reason)
+        return dev
 
-    def reload_credentials(self) -> dict[str, Any]:
-        """Re-read the credentials file now (blocking read; see ``reload_credentials_async``)."""
-        return self._apply_credentials(self._read_credentials())
-
-    async def reload_credentials_async(self) -> dict[str, Any]:
+    async def reload_credentials(self) -> dict[str, Any]:
         """Re-read the credentials file (SIGHUP; the admin API) without blocking the loop:
         the file is read and parsed in a worker thread, then applied here. Devices no
         longer listed are disconnected (notice ``revoked``). A file that cannot be read
         or parsed keeps the old credentials. Returns what happened, for a JSON reply."""
-        return self._apply_credentials(await asyncio.to_thread(self._read_credentials))
+        return await self._apply_credentials(await asyncio.to_thread(self._read_credentials))
 
     def _read_credentials(self) -> Credentials | str:
         """The file's credentials, or why they cannot be used (touches no state)."""
@@ -261,17 +228,18 @@ class EdgeServer:
             return f"{path} lists no devices; the old credentials are kept"
         return new
 
-    def _apply_credentials(self, new: Credentials | str) -> dict[str, Any]:
+    async def _apply_credentials(self, new: Credentials | str) -> dict[str, Any]:
         path = self.config.credentials
+        state = self.state
         if isinstance(new, str):
             log.error("credentials_reload_failed", path=str(path), error=new)
             return {"reloaded": False, "error": {"code": "bad_credentials", "message": new},
-                    "devices": len(self.credentials)}
-        old = self.credentials
-        self.credentials = new
-        revoked = [d.name for d in self.devices if d.name not in new.entries]
+                    "devices": len(state.credentials)}
+        old = state.credentials
+        state.credentials = new
+        revoked = [d.name for d in await state.presence.devices() if d.name not in new.entries]
         for name in revoked:
-            self.disconnect_device(name, "this device's credentials were revoked", kind="revoked")
+            await self.disconnect_device(name, "revoked")
         added = sorted(set(new.entries) - set(old.entries))
         removed = sorted(set(old.entries) - set(new.entries))
         log.info("credentials_reloaded", path=str(path), devices=len(new), added=len(added),
@@ -282,22 +250,24 @@ class EdgeServer:
     def reload_on_signal(self) -> None:
         """SIGHUP: reload in a task the server tracks (it is awaited on shutdown)."""
         async def reload() -> None:
-            await self.reload_credentials_async()
+            await self.reload_credentials()
 
         task = asyncio.get_running_loop().create_task(reload())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),
-                "devices": len(self.devices), "connections": len(self.connections)}
+                "devices": await self.state.presence.count(),
+                "connections": len(self.connections)}
 
 
 async def serve(config: ServerConfig, credentials: Credentials,
                 ready: Callable[[EdgeServer, list[tuple[str, int]]], None] | None = None,
-                extra: Callable[[EdgeServer], None] | None = None) -> int:
+                extra: Callable[[EdgeServer], None] | None = None,
+                events: EventLog | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. A second SIGINT forces exit."""
-    server = EdgeServer(config, credentials)
+    server = EdgeServer(config, credentials, events=events)
     if extra is not None:
         extra(server)
     addresses = await server.start()

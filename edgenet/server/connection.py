@@ -1,20 +1,22 @@
 """asyncio adapter for one device connection: bytes in, events out, work done.
 
 It reads from the stream, feeds the sans-I/O ``ServerConnection``, performs what
-each event asks (through ``commands`` and the server's state objects), writes
-replies, and on the way out removes the device from the active list, whatever
-ended the connection.
+each event asks (through ``commands``, ``login`` and the ``ServerState`` it is
+handed), writes replies, and on the way out removes the device from the active
+list, whatever ended the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from edgenet.server import commands
+from edgenet.server.interfaces import PendingUpload
+from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
     Fatal,
@@ -25,12 +27,9 @@ from edgenet.server.session import (
     UploadData,
     UploadDone,
 )
+from edgenet.server.state import ServerState
 from edgenet.wire import messages as m
 from edgenet.wire.frames import NEED_DATA, encode_frame
-
-if TYPE_CHECKING:
-    from edgenet.server.app import EdgeServer
-    from edgenet.server.store import UploadInProgress
 
 log = structlog.get_logger("edgenet.server")
 
@@ -48,9 +47,10 @@ class SlowReader(ConnectionError):
 class DeviceConnection:
     """One TCP connection from a device, from hello to close."""
 
-    def __init__(self, server: EdgeServer, reader: asyncio.StreamReader,
+    def __init__(self, state: ServerState, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
-        self.server = server
+        self.state = state
+        config = state.config
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -58,17 +58,21 @@ class DeviceConnection:
         if self.ip.startswith("::ffff:") and "." in self.ip:
             self.ip = self.ip[7:]
         self.peer = f"{self.ip}:{peer[1]}"
-        self.proto = ServerConnection(server.config.max_upload, server.config.heartbeat,
-                                      time.monotonic(), server.config.login_timeout)
+        self.proto = ServerConnection(config.max_upload, config.heartbeat,
+                                      time.monotonic(), config.login_timeout)
         try:
             writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         except (AttributeError, NotImplementedError):  # a transport without flow control
             pass
         self._stop_after_command = False
         self.name: str | None = None
+        #: The presence entry's session id once logged in.
+        self.session_id: str | None = None
+        self.commands = 0
+        self.bytes_uploaded = 0
         self.busy = False
         self._closing = False
-        self._upload: tuple[m.Upload, UploadInProgress] | None = None
+        self._upload: tuple[m.Upload, PendingUpload] | None = None
         self._started = 0.0
 
     # -- called by others (takeover, admin API, heartbeat, shutdown) ----------
@@ -124,18 +128,20 @@ class DeviceConnection:
         finally:
             if self._upload is not None:
                 self._upload[1].abort()
-            self._leave(reason)
+            await self._leave(reason)
             if not self.writer.is_closing():
                 self.writer.close()
 
-    def _leave(self, reason: str) -> None:
-        if self.name is None:
+    async def _leave(self, reason: str) -> None:
+        if self.name is None or self.session_id is None:
             return
-        dev = self.server.devices.remove(self.name, session=self)
+        state = self.state
+        state.sessions.remove(self.session_id, self)
+        dev = await state.presence.leave(self.name, self.session_id)
         if dev is not None:
-            self.server.device_log.request()
+            state.device_log.request()
             event = "logout" if reason == "logout" else "disconnect"
-            log.info(event, device=self.name, reason=reason, commands=dev.commands)
+            log.info(event, device=self.name, reason=reason, commands=self.commands)
 
     async def _serve(self) -> str:
         while True:
@@ -157,8 +163,8 @@ class DeviceConnection:
                 await self._drain()
                 continue
             if isinstance(ev, HelloReceived):
-                self.writer.write(encode_frame(m.hello_ok(self.server.agent,
-                                                          self.server.config.heartbeat)))
+                self.writer.write(encode_frame(m.hello_ok(self.state.agent,
+                                                          self.state.config.heartbeat)))
                 await self._drain()
                 continue
             if isinstance(ev, UploadData):
@@ -179,11 +185,11 @@ class DeviceConnection:
         if transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH and not transport.is_closing():
             return  # the common case: nothing to wait for (and wait_for costs a task)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.server.config.send_timeout)
+            await asyncio.wait_for(self.writer.drain(), self.state.config.send_timeout)
         except asyncio.TimeoutError:
             buffered = self.writer.transport.get_write_buffer_size()
             log.warning("slow_reader_dropped", device=self.name, peer=self.peer,
-                        buffered=buffered, seconds=self.server.config.send_timeout)
+                        buffered=buffered, seconds=self.state.config.send_timeout)
             self._closing = True
             self.proto.close()
             self.writer.transport.abort()
@@ -205,7 +211,7 @@ class DeviceConnection:
             return False
         assert self.name is not None  # the sans-I/O layer refuses commands before login
         if isinstance(req, m.Upload):
-            self._upload = (req, self.server.store.begin_upload(self.name, req.file_id))
+            self._upload = (req, await self.state.files.begin_upload(self.name, req.file_id))
             self._started = time.perf_counter()
             if req.size == 0:
                 await self._finish_upload()
@@ -215,13 +221,13 @@ class DeviceConnection:
         reply: dict[str, Any] | list[bytes | memoryview]
         try:
             if isinstance(req, m.Compute):
-                reply = await commands.compute(self.server, self.name, req)
+                reply = await commands.compute(self.state, self.name, req)
             elif isinstance(req, m.Delete):
-                reply = await commands.delete(self.server, self.name, req)
+                reply = await commands.delete(self.state, self.name, req)
             elif isinstance(req, m.ListDevices):
-                reply = self.server.listing.reply(req.id, self.name)
+                reply = await self.state.listing.reply(req.id, self.name)
             elif isinstance(req, m.Lookup):
-                reply = commands.lookup(self.server, self.name, req)
+                reply = await commands.lookup(self.state, self.name, req)
             else:  # pragma: no cover - every request type is handled above
                 reply = m.error(getattr(req, "id", None), "unknown_type", "unsupported request")
         except Exception:  # a bug of ours: one failed command, not a dead session
@@ -239,11 +245,12 @@ class DeviceConnection:
         req, up = self._upload
         self.busy = True
         try:
-            reply = await commands.finish_upload(self.server, self.name, up, req)
+            reply = await commands.finish_upload(self.state, up, req)
         finally:
             self.busy = False
             self._upload = None
         if reply["type"] == "ok":
+            self.bytes_uploaded += reply["bytes"]
             log.info("upload", device=self.name, file_id=req.file_id, samples=reply["samples"],
                      bytes=reply["bytes"])
         self._finish_command(req, reply, self._started)
@@ -259,9 +266,7 @@ class DeviceConnection:
         else:
             self._send(reply)
             outcome = "ok" if reply["type"] == "ok" else reply["code"]
-        dev = self.server.devices.get(self.name or "")
-        if dev is not None and dev.session is self:
-            dev.commands += 1
+        self.commands += 1
         log.info("command", device=self.name, command=commands.COMMAND_NAMES[type(req).__name__],
                  outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 3))
         if isinstance(req, m.Delete) and isinstance(reply, dict) and outcome == "ok":
@@ -271,10 +276,10 @@ class DeviceConnection:
         self.writer.write(encode_frame(fields))
 
     async def _login(self, req: m.Login) -> None:
-        server = self.server
+        state = self.state
         self.busy = True  # a slow hash check is not a silent peer
         try:
-            refused = await server.login_judge.judge(req.name, req.password, self.ip)
+            refused = await judge_login(state, req.name, req.password, self.ip)
         finally:
             self.busy = False
         if refused is not None or self._closing:
@@ -282,16 +287,19 @@ class DeviceConnection:
                 self._send(m.error(req.id, **refused.reply))
                 await self._drain()
             return
-        now = server.clock()
-        self.name = req.name
-        dev, old = server.devices.add(req.name, self.ip, req.udp_port, now, self)
+        # A takeover closes the older session through ``Presence.on_evict`` (wherever
+        # it lives) before ``join`` returns.
+        joined = await state.presence.join(req.name, self.ip, req.udp_port, state.clock())
+        dev = joined.device
+        self.name, self.session_id = req.name, dev.session_id
+        state.sessions.add(dev.session_id, self)
         structlog.contextvars.bind_contextvars(device=req.name, session=dev.session_id)
         self.proto.logged_in()
-        if old is not None:
-            log.info("takeover", device=req.name, old_peer=getattr(old.session, "peer", None))
-            old.session.disconnect("replaced", "this device logged in from another place; "
-                                               "this session was replaced")
-        await server.device_log.request()
+        if joined.replaced is not None:
+            old = state.sessions.get(joined.replaced.session_id)
+            log.info("takeover", device=req.name,
+                     old_peer=joined.replaced.ip if old is None else old.peer)
+        await state.device_log.request()
         log.info("login", device=req.name, udp_port=req.udp_port)
         self._send(m.ok(req.id, session=dev.session_id, name=req.name))
         await self._drain()

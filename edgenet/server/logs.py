@@ -12,11 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from edgenet.server.state import ActiveDevice
 
 UPLOAD_LOG = "upload-log.txt"
 DELETION_LOG = "deletion-log.txt"
@@ -130,13 +127,6 @@ def _cut_torn_tail(path: Path) -> int:
         fh.flush()
         os.fsync(fh.fileno())
         return size - end
-
-
-def device_log_lines(devices: Iterable[ActiveDevice]) -> str:
-    return "".join(
-        f"{seq}; {format_timestamp(d.since)}; {d.name}; {d.ip}; {d.udp_port}\n"
-        for seq, d in enumerate(devices, 1)
-    )
 
 
 def parse_device_line(line: str) -> tuple[int, float, str, str, int]:

@@ -24,43 +24,45 @@ reported (a ``log_repaired`` event at start-up).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileRecord
+from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord
 
-if TYPE_CHECKING:
-    from edgenet.server.store import FileStore
+Key = tuple[str, int]
 
 
-def reconcile(store: FileStore, now: float) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class FoundFile:
+    """A stored file as the data dir shows it at start-up."""
+
+    samples: int
+    mtime: float
+
+
+def reconcile(found: Mapping[Key, FoundFile], uploads: FileLog, deletions: FileLog,
+              now: float) -> list[dict[str, Any]]:
     """Append the log lines a crash left out; returns one dict per repair."""
     repairs: list[dict[str, Any]] = []
-    uploads, deletions = store.uploads, store.deletions
-    for key, stored in sorted(store.stored_items()):
+    for key, on_disk in sorted(found.items()):
         up = uploads.last.get(key)
         gone = deletions.last.get(key)
         if up is not None and (gone is None or up.time >= gone.time) \
-                and up.samples == stored.samples:
+                and up.samples == on_disk.samples:
             continue
-        try:
-            mtime = store.path_for(*key).stat().st_mtime
-        except OSError:
-            mtime = now
-        when = mtime if gone is None else max(mtime, gone.time)
-        record = FileRecord(key[0], when, key[1], stored.samples)
-        uploads.append(record)
-        stored.uploaded_at = record.time
+        when = on_disk.mtime if gone is None else max(on_disk.mtime, gone.time)
+        uploads.append(FileRecord(key[0], when, key[1], on_disk.samples))
         repairs.append({"log": UPLOAD_LOG, "device": key[0], "file_id": key[1],
-                        "samples": stored.samples,
+                        "samples": on_disk.samples,
                         "reason": "stored file without its upload line"})
     for key, up in sorted(uploads.last.items()):
-        if store.get(*key) is not None:
+        if key in found:
             continue
         gone = deletions.last.get(key)
         if gone is not None and gone.time >= up.time:
             continue
-        record = FileRecord(key[0], max(now, up.time), key[1], up.samples)
-        deletions.append(record)
+        deletions.append(FileRecord(key[0], max(now, up.time), key[1], up.samples))
         repairs.append({"log": DELETION_LOG, "device": key[0], "file_id": key[1],
                         "samples": up.samples,
                         "reason": "logged upload whose file is gone, without a deletion line"})

@@ -1,155 +1,161 @@
-"""The server's in-memory state of who is connected and who is locked out.
+"""``ServerState``: what the device handlers and the admin API work with.
 
-One owner each (the server app); TCP sessions and the admin API read and change
-them only through these methods. Nothing here does I/O or reads a clock: the
-caller passes ``now`` (seconds since the epoch).
+The app (``app.EdgeServer``) builds it once and hands it down, as uvicorn keeps its
+``ServerState`` apart from its ``Server``: the shared state behind its interfaces
+(presence, lockouts, stored files, events), the node's own helpers (the device
+log writer, the AED cache, the per-address login limiter, the sessions live on
+this node), the clock, the configuration and the current credentials. Nothing
+here imports the app, the sessions or asyncio's streams.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections import OrderedDict
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import structlog
 
-class Disconnectable(Protocol):
-    """What the state needs from a live session: a way to end it."""
+from edgenet.config import ServerConfig
+from edgenet.server.auth import Credentials
+from edgenet.server.devicelog import DeviceLogWriter
+from edgenet.server.interfaces import (
+    ActiveDevice,
+    Backends,
+    EventLog,
+    EvictReason,
+    FileStore,
+    Lockouts,
+    Presence,
+)
+from edgenet.server.limits import LoginRateLimiter
+from edgenet.server.listing import DeviceListing
+from edgenet.server.lockouts import LockoutTracker
+from edgenet.server.logs import DEVICE_LOG
+from edgenet.server.presence import ActiveDevices
+from edgenet.server.store import DataDirStore
 
-    def disconnect(self, kind: str, message: str) -> None: ...
+log = structlog.get_logger("edgenet.server")
+
+#: What a device is told when its entry is taken away, by reason.
+EVICT_NOTICES: dict[EvictReason, str] = {
+    "replaced": "this device logged in from another place; this session was replaced",
+    "disconnected": "an operator disconnected this device",
+    "revoked": "this device's credentials were revoked",
+}
 
 
-@dataclass
-class ActiveDevice:
-    name: str
-    ip: str
-    udp_port: int
-    since: float
-    session_id: str
-    session: Disconnectable = field(repr=False, compare=False)
-    commands: int = 0
-    bytes_uploaded: int = 0
+class LiveSession(Protocol):
+    """A logged-in device connection on this node, as others see it."""
+
+    peer: str
+    #: Commands served and bytes stored in this session (for the admin API).
+    commands: int
+    bytes_uploaded: int
+
+    def disconnect(self, kind: str, message: str) -> None:
+        """Tell the device why (a notice), then close. Safe to call more than once."""
+        ...
 
 
-class ActiveDevices:
-    """Devices logged in now, in login order. A name is active at most once."""
+class LocalSessions:
+    """The logged-in sessions on this node, by session id (sessions never leave the
+    node: presence entries name them by id)."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, ActiveDevice] = {}
-        #: Bumped on every change, so a log writer can tell when to rewrite.
-        self.version = 0
+        self._by_id: dict[str, LiveSession] = {}
 
-    def add(self, name: str, ip: str, udp_port: int, now: float,
-            session: Disconnectable) -> tuple[ActiveDevice, ActiveDevice | None]:
-        """Register a login. Returns the new entry and the one it replaced, if any
-        (a duplicate login takes over, as an MQTT broker does with a client id)."""
-        old = self._by_name.pop(name, None)
-        dev = ActiveDevice(name, ip, udp_port, now, secrets.token_hex(8), session)
-        self._by_name[name] = dev
-        self.version += 1
-        return dev, old
+    def add(self, session_id: str, session: LiveSession) -> None:
+        self._by_id[session_id] = session
 
-    def remove(self, name: str, session: Disconnectable | None = None) -> ActiveDevice | None:
-        """Remove a device; with ``session``, only if that session still owns the name
-        (a session replaced by a takeover must not remove its successor)."""
-        dev = self._by_name.get(name)
-        if dev is None or (session is not None and dev.session is not session):
-            return None
-        del self._by_name[name]
-        self.version += 1
-        return dev
+    def remove(self, session_id: str, session: LiveSession) -> None:
+        if self._by_id.get(session_id) is session:
+            del self._by_id[session_id]
 
-    def get(self, name: str) -> ActiveDevice | None:
-        return self._by_name.get(name)
+    def get(self, session_id: str) -> LiveSession | None:
+        return self._by_id.get(session_id)
 
-    def __iter__(self) -> Iterator[ActiveDevice]:
-        return iter(list(self._by_name.values()))
+    def evicted(self, device: ActiveDevice, reason: EvictReason) -> None:
+        """A presence entry was taken away (``Presence.on_evict``): close its session
+        if it lives here (it removes itself from here as it ends)."""
+        session = self._by_id.get(device.session_id)
+        if session is not None:
+            session.disconnect(reason, EVICT_NOTICES[reason])
 
     def __len__(self) -> int:
-        return len(self._by_name)
-
-    def others(self, name: str) -> list[ActiveDevice]:
-        return [d for d in self._by_name.values() if d.name != name]
+        return len(self._by_id)
 
 
-@dataclass
-class LockoutEntry:
-    name: str
-    failures: int
-    blocked_until: float | None
+class NameLocks:
+    """One ``asyncio.Lock`` per name while anyone holds or waits for it (bounded by the
+    attempts in flight): login attempts on one name are judged one at a time here."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    async def acquire(self, name: str) -> None:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._done(name)
+            raise
+
+    def release(self, name: str) -> None:
+        self._locks[name].release()
+        self._done(name)
+
+    def _done(self, name: str) -> None:
+        self._users[name] -= 1
+        if not self._users[name]:  # nobody waits: forget it
+            del self._users[name]
+            del self._locks[name]
 
 
-class LockoutTracker:
-    """Consecutive failed logins per device name, and blocks.
+@dataclass(eq=False)
+class ServerState:
+    config: ServerConfig
+    #: Replaced whole by a reload (SIGHUP, the admin API).
+    credentials: Credentials
+    clock: Callable[[], float]
+    #: What the hello reply names as the server (``edgenet/<version>``).
+    agent: str
+    presence: Presence
+    lockouts: Lockouts
+    files: FileStore
+    events: EventLog
+    device_log: DeviceLogWriter
+    listing: DeviceListing
+    rate_limiter: LoginRateLimiter
+    sessions: LocalSessions = field(default_factory=LocalSessions)
+    login_locks: NameLocks = field(default_factory=NameLocks)
 
-    After ``max_attempts`` consecutive failures a name is blocked for
-    ``block_seconds``, whatever connection it comes from. Checks and updates
-    happen without an await in between, so concurrent attempts cannot race past
-    the limit. At most ``max_entries`` names are tracked (unknown names count
-    too); the oldest unblocked entries are dropped first.
-    """
+    @classmethod
+    def build(cls, config: ServerConfig, credentials: Credentials, clock: Callable[[], float],
+              agent: str, backends: Backends, events: EventLog) -> ServerState:
+        presence = backends.presence
+        state = cls(config=config, credentials=credentials, clock=clock, agent=agent,
+                    presence=presence, lockouts=backends.lockouts, files=backends.files,
+                    events=events, device_log=DeviceLogWriter(config.data_dir / DEVICE_LOG,
+                                                              presence),
+                    listing=DeviceListing(presence),
+                    rate_limiter=LoginRateLimiter(config.login_rate))
+        presence.on_evict(state.sessions.evicted)
+        return state
 
-    def __init__(self, max_attempts: int, block_seconds: float, max_entries: int = 10_000) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        self.max_attempts = max_attempts
-        self.block_seconds = block_seconds
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, LockoutEntry] = OrderedDict()
 
-    def seconds_left(self, name: str, now: float) -> float:
-        """Seconds the name stays blocked, or 0.0."""
-        entry = self._entries.get(name)
-        if entry is None or entry.blocked_until is None:
-            return 0.0
-        if entry.blocked_until <= now:
-            # The block is over: the count starts again from zero.
-            del self._entries[name]
-            return 0.0
-        return entry.blocked_until - now
-
-    def record_failure(self, name: str, now: float) -> float:
-        """Count a failure. Returns the block length if this failure started a block."""
-        if self.seconds_left(name, now):
-            return 0.0
-        entry = self._entries.get(name)
-        if entry is None:
-            self._evict(now)
-            entry = self._entries[name] = LockoutEntry(name, 0, None)
-        else:
-            self._entries.move_to_end(name)
-        entry.failures += 1
-        if entry.failures >= self.max_attempts:
-            entry.blocked_until = now + self.block_seconds
-            return self.block_seconds
-        return 0.0
-
-    def failures_left(self, name: str) -> int:
-        entry = self._entries.get(name)
-        return self.max_attempts - (entry.failures if entry else 0)
-
-    def record_success(self, name: str) -> None:
-        self._entries.pop(name, None)
-
-    def lift(self, name: str) -> bool:
-        """Forget a name's failures and block. True if there was anything to forget."""
-        return self._entries.pop(name, None) is not None
-
-    def snapshot(self, now: float) -> list[LockoutEntry]:
-        for name in [n for n, e in self._entries.items()
-                     if e.blocked_until is not None and e.blocked_until <= now]:
-            del self._entries[name]
-        return [LockoutEntry(e.name, e.failures, e.blocked_until) for e in self._entries.values()]
-
-    def _evict(self, now: float) -> None:
-        if len(self._entries) < self.max_entries:
-            return
-        for name in [n for n, e in self._entries.items()
-                     if e.blocked_until is not None and e.blocked_until <= now]:
-            del self._entries[name]
-        while len(self._entries) >= self.max_entries:
-            victim = next((n for n, e in self._entries.items() if e.blocked_until is None), None)
-            if victim is None:
-                victim = next(iter(self._entries))
-            del self._entries[victim]
+async def open_embedded(config: ServerConfig, now: float) -> Backends:
+    """The single node's state: presence and lockouts in memory, files in the data dir."""
+    files = await asyncio.to_thread(DataDirStore.open, config.data_dir, now)
+    if files.removed_temporaries:
+        log.info("temporaries_removed", count=files.removed_temporaries)
+    for repair in files.repairs:
+        log.warning("log_repaired", **repair)
+    return Backends(presence=ActiveDevices(),
+                    lockouts=LockoutTracker(config.max_attempts, config.block_seconds),
+                    files=files)

@@ -1,11 +1,11 @@
-"""Recent server events for the admin API: a structlog processor feeding a ring buffer.
+"""The embedded ``EventLog``: a structlog processor feeding a ring buffer.
 
 ``EventBuffer`` is put in the structlog chain (``configure_logging(extra_processors=
 [buffer])``). Each event the server logs is copied, made JSON-safe and stripped of
 secrets, kept in a bounded ring buffer, handed to listeners (the Prometheus
-metrics) and pushed to live subscribers (the SSE stream). The event dict itself
-passes on unchanged, so rendering is not affected, and nothing here ever raises
-into the logger.
+metrics) and pushed to live subscribers (the admin API's SSE stream). The event
+dict itself passes on unchanged, so rendering is not affected, and nothing here
+ever raises into the logger.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
+
+from edgenet.server.interfaces import EventListener, Subscriber, event_matches
 
 #: Events kept for ``GET /api/v1/events``.
 DEFAULT_CAPACITY = 2000
-#: Events queued for one slow SSE subscriber before it is cut off.
-SUBSCRIBER_QUEUE = 1000
 #: Live SSE subscribers at once.
 MAX_SUBSCRIBERS = 32
 #: Longest string value kept in an event (longer ones are cut).
@@ -32,18 +31,6 @@ _SECRET_KEYS = frozenset({"password", "passwd", "token", "admin_token", "secret"
                           "authorization", "credentials_text"})
 #: Keys structlog uses internally that hold objects, not data.
 _DROPPED_KEYS = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
-
-Listener = Callable[[dict[str, Any]], None]
-
-
-@dataclass(eq=False)  # compared and hashed by identity: kept in a set
-class Subscriber:
-    """One live stream: a bounded queue, and whether it fell behind."""
-
-    queue: asyncio.Queue[dict[str, Any] | None] = field(
-        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE))
-    #: Why the stream must end ("lagged", "shutdown"), or None while it runs.
-    ended: str | None = None
 
 
 def _safe(value: Any, depth: int = 0) -> Any:
@@ -76,7 +63,7 @@ class EventBuffer:
         self._events: deque[dict[str, Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
         self._seq = 0
-        self.listeners: list[Listener] = []
+        self._listeners: list[EventListener] = []
         self._subscribers: set[Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -108,7 +95,7 @@ class EventBuffer:
             entry["seq"] = self._seq
             entry["ts"] = self.clock()
             self._events.append(entry)
-        for listener in list(self.listeners):
+        for listener in list(self._listeners):
             try:
                 listener(entry)
             except Exception:  # noqa: BLE001 - a listener's bug must not break logging
@@ -117,22 +104,33 @@ class EventBuffer:
             self._publish(entry)
         return entry
 
+    def add_listener(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EventListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     # -- readers ----------------------------------------------------------------
 
-    @property
-    def last_seq(self) -> int:
+    async def last_seq(self) -> int:
         return self._seq
 
-    def newest_first(self, before: int | None = None) -> Iterator[dict[str, Any]]:
-        """Events newest first, only those with ``seq < before`` when given."""
+    async def query(self, *, limit: int, before: int | None = None, device: str | None = None,
+                    names: frozenset[str] | None = None, since: float | None = None
+                    ) -> list[dict[str, Any]]:
         with self._lock:
             snapshot = list(self._events)
+        out: list[dict[str, Any]] = []
         for entry in reversed(snapshot):
-            if before is None or entry["seq"] < before:
-                yield entry
+            if len(out) == limit:
+                break
+            if (before is None or entry["seq"] < before) \
+                    and event_matches(entry, device, names, since):
+                out.append(entry)
+        return out
 
-    def after(self, seq: int) -> list[dict[str, Any]]:
-        """Events with ``seq > seq``, oldest first (an SSE client resuming)."""
+    async def after(self, seq: int) -> list[dict[str, Any]]:
         with self._lock:
             return [e for e in self._events if e["seq"] > seq]
 
@@ -158,8 +156,7 @@ class EventBuffer:
     def close_subscribers(self) -> None:
         """End every stream (server shutdown)."""
         for sub in list(self._subscribers):
-            sub.ended = sub.ended or "shutdown"
-            self._offer(sub, None)
+            sub.end("shutdown")
 
     @property
     def subscribers(self) -> int:
@@ -175,22 +172,4 @@ class EventBuffer:
 
     def _fan_out(self, entry: dict[str, Any]) -> None:
         for sub in list(self._subscribers):
-            self._offer(sub, entry)
-
-    @staticmethod
-    def _offer(sub: Subscriber, entry: dict[str, Any] | None) -> None:
-        try:
-            sub.queue.put_nowait(entry)
-        except asyncio.QueueFull:
-            # A reader that cannot keep up is cut off rather than buffered without end.
-            sub.ended = sub.ended or "lagged"
-
-
-def matches(entry: dict[str, Any], device: str | None, events: frozenset[str] | None,
-            since: float | None = None) -> bool:
-    """Whether an event passes the API's filters."""
-    if device is not None and entry.get("device") != device:
-        return False
-    if events is not None and entry.get("event") not in events:
-        return False
-    return since is None or float(entry.get("ts", 0.0)) >= since
+            sub.offer(entry)
