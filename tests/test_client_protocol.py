@@ -240,6 +240,10 @@ def test_end_of_stream() -> None:
     assert proto.next_event() == ServerClosed()
     assert proto.phase is Phase.CLOSED
     proto = greeted()
+    proto.receive_data(b"")
+    proto.receive_data(frame(m.Ack(1)))  # after the end: ignored
+    assert proto.next_event() == ServerClosed()
+    proto = greeted()
     proto.receive_data(frame(m.Ack(1))[:5])
     proto.receive_data(b"")
     ev = proto.next_event()

@@ -131,6 +131,7 @@ class ClientProtocol:
         self._hello: m.Hello | None = None
         self._body_left = 0
         self._pongs: list[int] = []
+        self._eof = False
         #: What the server's hello said (set once it has answered).
         self.server_hello: m.HelloReply | None = None
 
@@ -204,8 +205,10 @@ class ClientProtocol:
     # -- receiving -------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes read from the server; ``b""`` at the end of the stream."""
-        if self.phase is not Phase.CLOSED:
+        """Bytes read from the server; ``b""`` at the end of the stream (anything after
+        it is ignored)."""
+        if self.phase is not Phase.CLOSED and not self._eof:
+            self._eof = not data
             self._decoder.receive_data(data)
 
     def next_event(self) -> ClientEvent:
