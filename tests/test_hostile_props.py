@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 
 from edgenet.server.session import (
     BadRequest,
+    DeviceSession,
     Fatal,
     HelloReceived,
+    LoginTimedOut,
     PeerClosed,
+    PeerSilent,
     Phase,
     RequestReceived,
-    ServerConnection,
     UploadData,
     UploadDone,
 )
@@ -102,7 +104,7 @@ EVENT_TYPES = (HelloReceived, RequestReceived, UploadData, UploadDone, BadReques
 
 def run_session(chunks: list[bytes], step: int, login_after_first: bool, eof: bool
                 ) -> list[object]:
-    conn = ServerConnection(max_upload=10_000, heartbeat=10, now=0.0, login_timeout=30)
+    conn = DeviceSession(max_upload=10_000, heartbeat=10, now=0.0, login_timeout=30)
     stream = b"".join(chunks)
     out: list[object] = []
     for i in range(0, max(len(stream), 1), step):
@@ -114,8 +116,8 @@ def run_session(chunks: list[bytes], step: int, login_after_first: bool, eof: bo
             assert isinstance(ev, EVENT_TYPES), ev
             out.append(ev)
             if isinstance(ev, RequestReceived) and isinstance(ev.request, m.Login) \
-                    and login_after_first:
-                conn.logged_in()
+                    and login_after_first and conn.phase is Phase.LOGIN:
+                conn.send(m.LoginOk(ev.request.id, "s1", ev.request.name))
             if isinstance(ev, (Fatal, PeerClosed)):
                 return out
         else:
@@ -167,15 +169,18 @@ def test_session_takes_any_bytes(chunks: list[bytes], step: int, login: bool, eo
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=0, max_value=100), st.floats(min_value=0, max_value=100))
 def test_liveness_actions_with_a_fake_clock(silence: float, since_open: float) -> None:
-    conn = ServerConnection(max_upload=10, heartbeat=1.0, now=0.0, login_timeout=30.0)
-    conn.receive_data(encode_frame({"type": "hello", "version": 1}), 0.0)
+    conn = DeviceSession(max_upload=10, heartbeat=1.0, now=0.0, login_timeout=30.0)
+    conn.receive_data(encode_frame({"type": "hello", "version": 1})
+                      + encode_frame({"type": "login", "id": 1, "name": "a", "password": "p",
+                                      "udp_port": 1}), 0.0)
     assert isinstance(conn.next_event(), HelloReceived)
+    assert isinstance(conn.next_event(), RequestReceived)
     action = conn.heartbeat_action(since_open)
     if since_open >= 30.0:
-        assert action == "login_timeout"
+        assert action == LoginTimedOut(30.0)
     elif since_open >= 2.5:
-        assert action == "timeout"
-    conn.logged_in()
+        assert isinstance(action, PeerSilent)
+    conn.send(m.LoginOk(1, "s1", "a"))
     conn.receive_data(b"", since_open)  # the clock moves; EOF is not consumed here
     assert conn.phase is Phase.READY
-    assert conn.heartbeat_action(since_open + silence) != "login_timeout"
+    assert not isinstance(conn.heartbeat_action(since_open + silence), LoginTimedOut)

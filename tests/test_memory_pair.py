@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,16 +25,17 @@ from edgenet.server.interfaces import PendingUpload
 from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
+    DeviceSession,
     Fatal,
     HelloReceived,
     PeerClosed,
+    PingDue,
     RequestReceived,
-    ServerConnection,
     UploadData,
     UploadDone,
 )
 from edgenet.wire import messages as m
-from edgenet.wire.frames import NEED_DATA, encode_frame
+from edgenet.wire.frames import NEED_DATA
 from tests.conftest import CREDENTIALS
 
 AGENT = "edgenet-client/memory"
@@ -49,7 +49,7 @@ class ServerEnd:
     def __init__(self, server: EdgeServer, ip: str = "192.0.2.10") -> None:
         self.state = server.state
         cfg = server.config
-        self.core = ServerConnection(cfg.max_upload, cfg.heartbeat, 0.0, cfg.login_timeout)
+        self.core = DeviceSession(cfg.max_upload, cfg.heartbeat, 0.0, cfg.login_timeout)
         self.ip = ip
         self.peer = f"{ip}:40000"
         self.commands = self.bytes_uploaded = 0
@@ -60,8 +60,7 @@ class ServerEnd:
 
     def disconnect(self, kind: str, message: str) -> None:
         """Called by the server's state on a takeover, as on a real session."""
-        self._out += encode_frame(m.notice(kind, message))
-        self.core.close()
+        self._send(m.Notice(kind, message))
 
     async def receive(self, data: bytes, now: float = 0.0) -> bytes:
         """Feed the device's bytes; returns the server's bytes for the device."""
@@ -75,8 +74,8 @@ class ServerEnd:
                 if isinstance(ev, Fatal):
                     break
             elif isinstance(ev, HelloReceived):
-                self._out += encode_frame(m.hello_ok(self.state.agent,
-                                                     self.state.config.heartbeat))
+                self._send(m.HelloReply(m.PROTOCOL_VERSION, self.state.agent,
+                                        self.state.config.heartbeat))
             elif isinstance(ev, UploadData):
                 assert self.upload is not None
                 self.upload[1].write(ev.data)
@@ -95,19 +94,18 @@ class ServerEnd:
     async def _serve(self, req: m.Request) -> None:
         state = self.state
         if isinstance(req, m.Login):
-            refused = await judge_login(state, req.name, req.password, self.ip)
+            refused = await judge_login(state, req, self.ip)
             if refused is not None:
-                self._send(m.error(req.id, **refused.reply))
+                self._send(refused)
                 return
             self.name = req.name
             # A takeover tells the older session through the state (Presence.on_evict).
             dev = (await state.presence.join(req.name, self.ip, req.udp_port,
                                              state.clock())).device
             state.sessions.add(dev.session_id, self)
-            self.core.logged_in()
-            self._send(m.ok(req.id, session=dev.session_id, name=req.name))
+            self._send(m.LoginOk(req.id, dev.session_id, req.name))
         elif isinstance(req, (m.Ping, m.Logout)):
-            self._send(m.ok(req.id))
+            self._send(m.Ack(req.id))
         elif isinstance(req, m.Upload):
             assert self.name is not None
             self.upload = (req, await state.files.begin_upload(self.name, req.file_id))
@@ -121,7 +119,11 @@ class ServerEnd:
             self._send(await commands.delete(state, self.name, req))
         elif isinstance(req, m.ListDevices):
             assert self.name is not None
-            self._out += b"".join(await state.listing.reply(req.id, self.name))
+            listed = await state.listing.reply(req.id, self.name)
+            if isinstance(listed, m.ErrorReply):
+                self._send(listed)
+            else:
+                self._out += b"".join(self.core.send_encoded(listed))
         elif isinstance(req, m.Lookup):
             assert self.name is not None
             self._send(await commands.lookup(state, self.name, req))
@@ -132,8 +134,8 @@ class ServerEnd:
         self.upload = None
         self._send(await commands.finish_upload(self.state, up, req))
 
-    def _send(self, fields: dict[str, Any]) -> None:
-        self._out += encode_frame(fields)
+    def _send(self, reply: m.Reply) -> None:
+        self._out += self.core.send(reply)
 
 
 class Device:
@@ -253,8 +255,8 @@ async def test_server_ping_is_answered_by_the_client_core(edge_server: EdgeServe
     assert isinstance(await device.login("alpha", "alphapass"), m.LoginOk)
     heartbeat = edge_server.config.heartbeat
     action = device.end.core.heartbeat_action(now=heartbeat)
-    assert isinstance(action, bytes)
-    device.core.receive_data(action)
+    assert isinstance(action, PingDue)
+    device.core.receive_data(action.frame)
     assert device.core.next_event() == cp.PingReceived(1)
     assert await device.end.receive(device.core.data_to_send(), now=heartbeat) == b""
     assert device.end.received[-1] == m.Pong(1)

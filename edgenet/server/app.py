@@ -170,15 +170,16 @@ class EdgeServer:
 
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
         """Tell a connection over the limit (or arriving during shutdown) why, and close."""
+        reply: m.Reply
         if self.closing:
-            frame = encode_frame(m.notice("shutdown", SHUTDOWN_MESSAGE))
+            reply = m.Notice("shutdown", SHUTDOWN_MESSAGE)
         else:
             peer = writer.get_extra_info("peername") or ("?", 0)
             log.warning("connection_refused", reason="max_connections",
                         limit=self.config.max_connections, peer=f"{peer[0]}:{peer[1]}")
-            frame = encode_frame(m.error(
-                None, "server_busy", f"the server is at its limit of "
-                f"{self.config.max_connections} connections; try again later"))
+            reply = m.ErrorReply(None, "server_busy", f"the server is at its limit of "
+                                 f"{self.config.max_connections} connections; try again later")
+        frame = encode_frame(m.reply_to_fields(reply))
         try:
             writer.write(frame)
         except Exception:  # noqa: BLE001, S110 - the peer may be gone already

@@ -1,12 +1,10 @@
 """What each device command does to the server's state, as replies.
 
-Handlers take the ``ServerState`` and return the reply's fields. They reach the
+Handlers take the ``ServerState`` and return the typed reply. They reach the
 state only through its interfaces (``state.files``, ``state.presence``, ...).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from edgenet.server.compute import DataError
 from edgenet.server.interfaces import PendingUpload
@@ -21,41 +19,43 @@ COMMAND_NAMES = {
 NOT_FOUND = "the file does not exist at the server side"
 
 
-async def finish_upload(state: ServerState, up: PendingUpload, req: m.Upload) -> dict[str, Any]:
+async def finish_upload(state: ServerState, up: PendingUpload, req: m.Upload
+                        ) -> m.UploadOk | m.ErrorReply:
     try:
         stored = await up.commit(state.clock())
     except DataError as exc:
-        return m.error(req.id, "bad_data", f"upload refused, nothing stored: {exc.message}")
+        return m.ErrorReply(req.id, "bad_data", f"upload refused, nothing stored: {exc.message}")
     except OSError as exc:
         up.abort()
-        return m.error(req.id, "storage_error", f"the server could not store the file: "
-                                                f"{exc.strerror or exc}")
-    return m.ok(req.id, file_id=req.file_id, samples=stored.samples, bytes=stored.size)
+        return m.ErrorReply(req.id, "storage_error",
+                            f"the server could not store the file: {exc.strerror or exc}")
+    return m.UploadOk(req.id, req.file_id, stored.samples, stored.size)
 
 
-async def compute(state: ServerState, device: str, req: m.Compute) -> dict[str, Any]:
+async def compute(state: ServerState, device: str, req: m.Compute
+                  ) -> m.ComputeOk | m.ErrorReply:
     try:
         stats = await state.files.stats(device, req.file_id)
         if stats is None:
-            return m.error(req.id, "not_found", NOT_FOUND)
+            return m.ErrorReply(req.id, "not_found", NOT_FOUND)
         result = stats.result(req.op)
     except DataError:
-        return m.error(req.id, "empty_file",
-                       f"the file with ID of {req.file_id} holds no samples at the server side")
-    return m.ok(req.id, file_id=req.file_id, op=req.op, result=result)
+        return m.ErrorReply(req.id, "empty_file", f"the file with ID of {req.file_id} holds "
+                                                  "no samples at the server side")
+    return m.ComputeOk(req.id, req.file_id, req.op, result)
 
 
-async def delete(state: ServerState, device: str, req: m.Delete) -> dict[str, Any]:
+async def delete(state: ServerState, device: str, req: m.Delete) -> m.DeleteOk | m.ErrorReply:
     stored = await state.files.delete(device, req.file_id, state.clock())
     if stored is None:
-        return m.error(req.id, "not_found", NOT_FOUND)
-    return m.ok(req.id, file_id=req.file_id, samples=stored.samples)
+        return m.ErrorReply(req.id, "not_found", NOT_FOUND)
+    return m.DeleteOk(req.id, req.file_id, stored.samples)
 
 
-async def lookup(state: ServerState, device: str, req: m.Lookup) -> dict[str, Any]:
+async def lookup(state: ServerState, device: str, req: m.Lookup) -> m.LookupOk | m.ErrorReply:
     if req.name == device:
-        return m.error(req.id, "self_target", "you cannot send a file to yourself")
+        return m.ErrorReply(req.id, "self_target", "you cannot send a file to yourself")
     target = await state.presence.get(req.name)
     if target is None:
-        return m.error(req.id, "not_active", f"device {req.name} is not active")
-    return m.ok(req.id, name=target.name, ip=target.ip, udp_port=target.udp_port)
+        return m.ErrorReply(req.id, "not_active", f"device {req.name} is not active")
+    return m.LookupOk(req.id, target.name, target.ip, target.udp_port)

@@ -1,16 +1,16 @@
 """asyncio adapter for one device connection: bytes in, events out, work done.
 
-It reads from the stream, feeds the sans-I/O ``ServerConnection``, performs what
+It reads from the stream, feeds the sans-I/O ``DeviceSession``, performs what
 each event asks (through ``commands``, ``login`` and the ``ServerState`` it is
-handed), writes replies, and on the way out removes the device from the active
-list, whatever ended the connection.
+handed), writes the replies the session encodes, and on the way out removes the
+device from the active list, whatever ended the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
@@ -19,17 +19,20 @@ from edgenet.server.interfaces import PendingUpload
 from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
+    DeviceSession,
     Fatal,
     HelloReceived,
+    LoginTimedOut,
     PeerClosed,
+    PeerSilent,
+    PingDue,
     RequestReceived,
-    ServerConnection,
     UploadData,
     UploadDone,
 )
 from edgenet.server.state import ServerState
 from edgenet.wire import messages as m
-from edgenet.wire.frames import NEED_DATA, encode_frame
+from edgenet.wire.frames import NEED_DATA
 
 log = structlog.get_logger("edgenet.server")
 
@@ -58,8 +61,8 @@ class DeviceConnection:
         if self.ip.startswith("::ffff:") and "." in self.ip:
             self.ip = self.ip[7:]
         self.peer = f"{self.ip}:{peer[1]}"
-        self.proto = ServerConnection(config.max_upload, config.heartbeat,
-                                      time.monotonic(), config.login_timeout)
+        self.proto = DeviceSession(config.max_upload, config.heartbeat, time.monotonic(),
+                                   config.login_timeout)
         try:
             writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         except (AttributeError, NotImplementedError):  # a transport without flow control
@@ -83,12 +86,12 @@ class DeviceConnection:
             return
         self._closing = True
         if not self.writer.transport.is_closing():  # else the transport is already gone
-            self.writer.write(encode_frame(m.notice(kind, message)))
+            self._send(m.Notice(kind, message))  # the session's last word
+        self.proto.close()
         if kind == "timeout":
             self.writer.transport.abort()
         else:
             self.writer.close()
-        self.proto.close()
 
     def shutdown(self) -> None:
         """The server is stopping: close now, or after the upload or command in flight."""
@@ -101,15 +104,15 @@ class DeviceConnection:
         if self.busy or self._closing or self.proto.uploading:
             return
         action = self.proto.heartbeat_action(now)
-        if action == "login_timeout":
-            log.info("login_timeout", peer=self.peer, seconds=self.proto.login_timeout)
-            self.disconnect("login_timeout", f"no login within {self.proto.login_timeout:g} "
-                                             "seconds; closing the connection")
-        elif action == "timeout":
+        if isinstance(action, PingDue):
+            self.writer.write(action.frame)
+        elif isinstance(action, PeerSilent):
             log.info("heartbeat_timeout", device=self.name, peer=self.peer)
             self.disconnect("timeout", "no heartbeat from the device; closing the connection")
-        elif isinstance(action, bytes):
-            self.writer.write(action)
+        elif isinstance(action, LoginTimedOut):
+            log.info("login_timeout", peer=self.peer, seconds=action.seconds)
+            self.disconnect("login_timeout", f"no login within {action.seconds:g} "
+                                             "seconds; closing the connection")
 
     # -- the connection's life ------------------------------------------------
 
@@ -163,8 +166,8 @@ class DeviceConnection:
                 await self._drain()
                 continue
             if isinstance(ev, HelloReceived):
-                self.writer.write(encode_frame(m.hello_ok(self.state.agent,
-                                                          self.state.config.heartbeat)))
+                self._send(m.HelloReply(m.PROTOCOL_VERSION, self.state.agent,
+                                        self.state.config.heartbeat))
                 await self._drain()
                 continue
             if isinstance(ev, UploadData):
@@ -203,11 +206,11 @@ class DeviceConnection:
             await self._login(req)
             return False
         if isinstance(req, m.Logout):
-            self._send(m.ok(req.id))
+            self._send(m.Ack(req.id))
             await self._drain()
             return True
         if isinstance(req, m.Ping):
-            self._send(m.ok(req.id))
+            self._send(m.Ack(req.id))
             return False
         assert self.name is not None  # the sans-I/O layer refuses commands before login
         if isinstance(req, m.Upload):
@@ -218,7 +221,7 @@ class DeviceConnection:
             return False
         started = time.perf_counter()
         self.busy = True
-        reply: dict[str, Any] | list[bytes | memoryview]
+        reply: m.Reply | Sequence[bytes | memoryview]
         try:
             if isinstance(req, m.Compute):
                 reply = await commands.compute(self.state, self.name, req)
@@ -229,11 +232,12 @@ class DeviceConnection:
             elif isinstance(req, m.Lookup):
                 reply = await commands.lookup(self.state, self.name, req)
             else:  # pragma: no cover - every request type is handled above
-                reply = m.error(getattr(req, "id", None), "unknown_type", "unsupported request")
+                reply = m.ErrorReply(getattr(req, "id", None), "unknown_type",
+                                     "unsupported request")
         except Exception:  # a bug of ours: one failed command, not a dead session
             log.exception("command_failed", device=self.name, command=type(req).__name__)
-            reply = m.error(getattr(req, "id", None), "internal",
-                            "the server failed to run the command")
+            reply = m.ErrorReply(getattr(req, "id", None), "internal",
+                                 "the server failed to run the command")
         finally:
             self.busy = False
         self._finish_command(req, reply, started)
@@ -249,42 +253,49 @@ class DeviceConnection:
         finally:
             self.busy = False
             self._upload = None
-        if reply["type"] == "ok":
-            self.bytes_uploaded += reply["bytes"]
-            log.info("upload", device=self.name, file_id=req.file_id, samples=reply["samples"],
-                     bytes=reply["bytes"])
+        if isinstance(reply, m.UploadOk):
+            self.bytes_uploaded += reply.bytes
+            log.info("upload", device=self.name, file_id=req.file_id, samples=reply.samples,
+                     bytes=reply.bytes)
         self._finish_command(req, reply, self._started)
         await self._drain()
 
-    def _finish_command(self, req: m.Request, reply: dict[str, Any] | list[bytes | memoryview],
+    def _finish_command(self, req: m.Request, reply: m.Reply | Sequence[bytes | memoryview],
                         started: float) -> None:
-        if isinstance(reply, list):  # already framed, in pieces (AED)
-            for piece in reply:
-                if piece:
-                    self.writer.write(piece)
-            outcome = "ok"
-        else:
+        if isinstance(reply, m.ErrorReply):
+            outcome = reply.code
             self._send(reply)
-            outcome = "ok" if reply["type"] == "ok" else reply["code"]
+        elif isinstance(reply, Sequence):  # already framed, in pieces (AED)
+            outcome = "ok"
+            if not self.proto.closed:
+                for piece in self.proto.send_encoded(reply):
+                    if piece:
+                        self.writer.write(piece)
+        else:
+            outcome = "ok"
+            self._send(reply)
         self.commands += 1
         log.info("command", device=self.name, command=commands.COMMAND_NAMES[type(req).__name__],
                  outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 3))
-        if isinstance(req, m.Delete) and isinstance(reply, dict) and outcome == "ok":
-            log.info("delete", device=self.name, file_id=req.file_id, samples=reply["samples"])
+        if isinstance(reply, m.DeleteOk):
+            log.info("delete", device=self.name, file_id=reply.file_id, samples=reply.samples)
 
-    def _send(self, fields: dict[str, Any]) -> None:
-        self.writer.write(encode_frame(fields))
+    def _send(self, reply: m.Reply) -> None:
+        """Write a reply through the session (nothing once it is closed: a notice was
+        the last word, or the peer is gone)."""
+        if not self.proto.closed:
+            self.writer.write(self.proto.send(reply))
 
     async def _login(self, req: m.Login) -> None:
         state = self.state
         self.busy = True  # a slow hash check is not a silent peer
         try:
-            refused = await judge_login(state, req.name, req.password, self.ip)
+            refused = await judge_login(state, req, self.ip)
         finally:
             self.busy = False
         if refused is not None or self._closing:
             if refused is not None:
-                self._send(m.error(req.id, **refused.reply))
+                self._send(refused)
                 await self._drain()
             return
         # A takeover closes the older session through ``Presence.on_evict`` (wherever
@@ -294,12 +305,11 @@ class DeviceConnection:
         self.name, self.session_id = req.name, dev.session_id
         state.sessions.add(dev.session_id, self)
         structlog.contextvars.bind_contextvars(device=req.name, session=dev.session_id)
-        self.proto.logged_in()
         if joined.replaced is not None:
             old = state.sessions.get(joined.replaced.session_id)
             log.info("takeover", device=req.name,
                      old_peer=joined.replaced.ip if old is None else old.peer)
         await state.device_log.request()
         log.info("login", device=req.name, udp_port=req.udp_port)
-        self._send(m.ok(req.id, session=dev.session_id, name=req.name))
+        self._send(m.LoginOk(req.id, dev.session_id, req.name))
         await self._drain()

@@ -8,7 +8,7 @@ import struct
 from edgenet.server.interfaces import Presence
 from edgenet.server.logs import format_timestamp
 from edgenet.wire import messages as m
-from edgenet.wire.frames import MAX_REPLY_HEADER, encode_frame
+from edgenet.wire.frames import MAX_REPLY_HEADER
 
 
 class DeviceListing:
@@ -53,9 +53,10 @@ class DeviceListing:
         self._spans = spans
         self._version = version
 
-    async def reply(self, request_id: int, device: str) -> list[bytes | memoryview]:
+    async def reply(self, request_id: int, device: str) -> list[bytes | memoryview] | m.ErrorReply:
         """The framed ``ok`` reply listing every active device but ``device``, as
-        pieces to write in order."""
+        pieces to write in order (``DeviceSession.send_encoded``); an error reply when
+        the list is too long for one frame."""
         await self._refresh()
         joined = memoryview(self._joined)
         span = self._spans.get(device)
@@ -68,6 +69,6 @@ class DeviceListing:
         head = b'{"type":"ok","id":%d,"devices":[' % request_id
         length = len(head) + sum(len(piece) for piece in body) + 2
         if length > MAX_REPLY_HEADER:
-            return [encode_frame(m.error(request_id, "too_large",
-                                         "too many active devices to list in one reply"))]
+            return m.ErrorReply(request_id, "too_large",
+                                "too many active devices to list in one reply")
         return [struct.pack(">I", length) + head, *body, b"]}"]

@@ -15,84 +15,75 @@ so for them the lock is free.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from edgenet.server.interfaces import Attempt
 from edgenet.server.state import ServerState
+from edgenet.wire import messages as m
 
 log = structlog.get_logger("edgenet.server")
-
-
-@dataclass(frozen=True)
-class LoginRefused:
-    """Fields of the error reply (``code``, ``message``, and extras)."""
-
-    reply: dict[str, Any]
 
 
 def _whole_seconds(seconds: float) -> int:
     return max(1, int(seconds + 0.999))
 
 
-def blocked_reply(seconds_left: float) -> dict[str, Any]:
+def blocked_reply(request_id: int, seconds_left: float) -> m.ErrorReply:
     """A name already blocked tries again."""
     secs = _whole_seconds(seconds_left)
-    return {"code": "blocked", "seconds_left": secs,
-            "message": f"Your account is blocked due to multiple login failures. "
-                       f"Please try again in {secs} seconds"}
+    return m.ErrorReply(request_id, "blocked",
+                        "Your account is blocked due to multiple login failures. "
+                        f"Please try again in {secs} seconds", seconds_left=secs)
 
 
-def rate_limited_reply(seconds_left: float) -> dict[str, Any]:
+def rate_limited_reply(request_id: int, seconds_left: float) -> m.ErrorReply:
     secs = _whole_seconds(seconds_left)
-    return {"code": "rate_limited", "seconds_left": secs,
-            "message": f"too many failed logins from your address; try again in {secs} seconds"}
+    return m.ErrorReply(request_id, "rate_limited", "too many failed logins from your address; "
+                        f"try again in {secs} seconds", seconds_left=secs)
 
 
-def failure_reply(attempt: Attempt) -> dict[str, Any]:
+def failure_reply(request_id: int, attempt: Attempt) -> m.ErrorReply:
     """A wrong password (or an unknown name: the answer is the same)."""
     if attempt.block_seconds:
         secs = round(attempt.block_seconds)
-        return {"code": "blocked", "seconds_left": secs,
-                "message": "Invalid password. Your account has been blocked. "
-                           f"Please try again in {secs} seconds"}
-    return {"code": "auth_failed", "attempts_left": attempt.attempts_left,
-            "message": "Invalid password. Please try again"}
+        return m.ErrorReply(request_id, "blocked", "Invalid password. Your account has been "
+                            f"blocked. Please try again in {secs} seconds", seconds_left=secs)
+    return m.ErrorReply(request_id, "auth_failed", "Invalid password. Please try again",
+                        attempts_left=attempt.attempts_left)
 
 
-async def judge_login(state: ServerState, name: str, password: str, ip: str
-                      ) -> LoginRefused | None:
+async def judge_login(state: ServerState, req: m.Login, ip: str) -> m.ErrorReply | None:
     """None when the login succeeds (failures reset), else the refusal."""
+    name = req.name
     wait = state.rate_limiter.seconds_left(ip, state.clock())
     if wait:
-        reply = rate_limited_reply(wait)
-        log.warning("login_rate_limited", device=name, ip=ip, seconds_left=reply["seconds_left"])
-        return LoginRefused(reply)
+        refusal = rate_limited_reply(req.id, wait)
+        log.warning("login_rate_limited", device=name, ip=ip, seconds_left=refusal.seconds_left)
+        return refusal
     await state.login_locks.acquire(name)
     try:
         attempt = await state.lockouts.attempt(name, state.clock())
         if attempt.seconds_left:
             log.info("login_refused_blocked", device=name,
                      seconds_left=round(attempt.seconds_left, 1))
-            return LoginRefused(blocked_reply(attempt.seconds_left))
+            return blocked_reply(req.id, attempt.seconds_left)
         credentials = state.credentials
         if credentials.is_slow(name):
-            good = await asyncio.to_thread(credentials.check, name, password)
+            good = await asyncio.to_thread(credentials.check, name, req.password)
         else:
-            good = credentials.check(name, password)
+            good = credentials.check(name, req.password)
         if good and name not in state.credentials:  # revoked by a reload meanwhile
             good = False
         if good:
             await state.lockouts.succeeded(name)
             return None
         state.rate_limiter.record_failure(ip, state.clock())
-        reply = failure_reply(attempt)
+        refusal = failure_reply(req.id, attempt)
         if attempt.block_seconds:
-            log.warning("device_blocked", device=name, block_seconds=reply["seconds_left"])
+            log.warning("device_blocked", device=name, block_seconds=refusal.seconds_left)
         else:
-            log.info("login_failed", device=name, attempts_left=reply["attempts_left"])
-        return LoginRefused(reply)
+            log.info("login_failed", device=name, attempts_left=refusal.attempts_left)
+        return refusal
     finally:
         state.login_locks.release(name)

@@ -1,18 +1,20 @@
 """Sans-I/O server side of one device connection.
 
-``ServerConnection`` takes bytes (and ``now``) in and gives typed events out:
-it enforces the order hello -> login -> commands, turns frames into validated
-requests, streams an upload's body as chunks, and tells the caller when a
-heartbeat ping is due or the peer has been silent too long. It owns no socket,
-no clock and no server state; the asyncio adapter (``connection.py``) does the
-work each event asks for.
+``DeviceSession`` takes bytes (and ``now``) in and gives typed events out: it
+enforces the order hello -> login -> commands, turns frames into validated
+requests, streams an upload's body as chunks, and says when a heartbeat ping
+is due or the peer has been silent too long. Replies go out through ``send``,
+which encodes them and makes the change of state they stand for (the ``ok`` of
+the login opens the commands; a notice closes the session), as h11's
+``Connection.send`` does. It owns no socket, no clock and no server state; the
+asyncio adapter (``connection.py``) does the work each event asks for.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from edgenet.wire import messages as m
 from edgenet.wire.frames import (
@@ -23,7 +25,7 @@ from edgenet.wire.frames import (
     FrameDecoder,
     FrameError,
     Header,
-    _NeedData,
+    NeedData,
     encode_frame,
 )
 
@@ -33,6 +35,13 @@ class Phase(enum.Enum):
     LOGIN = "login"
     READY = "ready"
     CLOSED = "closed"
+
+
+class LocalProtocolError(Exception):
+    """The server side tried to send what the protocol does not allow now (our bug)."""
+
+
+# -- events from the device ------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,41 @@ class PeerClosed:
 
 
 SessionEvent = (HelloReceived | RequestReceived | UploadData | UploadDone | BadRequest | Fatal
-                | PeerClosed | _NeedData)
+                | PeerClosed | NeedData)
 
+# -- liveness (``heartbeat_action``) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PingDue:
+    """Send ``frame`` (a ping): the peer has been quiet for a heartbeat."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class PeerSilent:
+    """Nothing received for ``seconds`` (2.5 heartbeats): give up on the peer."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LoginTimedOut:
+    """Not logged in within ``seconds`` of opening: close the connection."""
+
+    seconds: float
+
+
+Liveness = PingDue | PeerSilent | LoginTimedOut | None
+
+#: A logged-in device silent for this many heartbeats is given up on.
+SILENT_HEARTBEATS = 2.5
 #: Requests allowed before login.
 _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 
 
-class ServerConnection:
+class DeviceSession:
     def __init__(self, max_upload: int, heartbeat: float, now: float,
                  login_timeout: float | None = None) -> None:
         self._decoder = FrameDecoder(max_body=max_upload)
@@ -98,6 +135,9 @@ class ServerConnection:
         self._ping_id = 0
         self._uploading = False
         self._discarding = False
+        self._hello_answered = False
+        #: The id of the login request waiting for its reply.
+        self._login_id: int | None = None
 
     # -- input ---------------------------------------------------------------
 
@@ -113,7 +153,7 @@ class ServerConnection:
                 ev = self._decoder.next_event()
             except FrameError as exc:
                 return self._fatal(exc.code, exc.message)
-            if isinstance(ev, _NeedData):
+            if ev is NEED_DATA:
                 return NEED_DATA
             if isinstance(ev, Closed):
                 self.phase = Phase.CLOSED
@@ -128,6 +168,7 @@ class ServerConnection:
                     continue
                 self._uploading = False
                 return UploadDone()
+            assert isinstance(ev, Header)
             result = self._on_header(ev)
             if result is not None:
                 return result
@@ -139,7 +180,7 @@ class ServerConnection:
             self._discarding = header.body > 0
             if self.phase is Phase.HELLO:
                 return self._fatal("hello_required", "the first frame must be a valid hello")
-            return BadRequest(self.reply(m.error(exc.request_id, exc.code, exc.message)), exc.code)
+            return self._bad(exc.request_id, exc.code, exc.message)
         if self.phase is Phase.HELLO:
             if not isinstance(req, m.Hello):
                 return self._fatal("hello_required", "the first frame must be a hello")
@@ -150,54 +191,86 @@ class ServerConnection:
             self.phase = Phase.LOGIN
             return HelloReceived(req)
         if isinstance(req, m.Hello):
-            return BadRequest(self.reply(m.error(None, "bad_message", "hello was already sent")),
-                              "bad_message")
+            return self._bad(None, "bad_message", "hello was already sent")
         if self.phase is Phase.LOGIN and not isinstance(req, _BEFORE_LOGIN):
             self._discarding = header.body > 0
-            return BadRequest(self.reply(m.error(req.id, "not_logged_in", "log in first")),
-                              "not_logged_in")
-        if isinstance(req, m.Login) and self.phase is Phase.READY:
-            return BadRequest(self.reply(m.error(req.id, "bad_message", "already logged in")),
-                              "bad_message")
+            return self._bad(req.id, "not_logged_in", "log in first")
+        if isinstance(req, m.Login):
+            if self.phase is Phase.READY:
+                return self._bad(req.id, "bad_message", "already logged in")
+            self._login_id = req.id
         if isinstance(req, m.Upload):
             self._uploading = header.body > 0
         return RequestReceived(req)
 
+    def _bad(self, request_id: int | None, code: str, message: str) -> BadRequest:
+        return BadRequest(_encode(m.ErrorReply(request_id, code, message)), code)
+
     def _fatal(self, code: str, message: str) -> Fatal:
         self.phase = Phase.CLOSED
-        return Fatal(encode_frame(m.error(None, code, message)), code, message)
+        return Fatal(_encode(m.ErrorReply(None, code, message)), code, message)
 
-    # -- state changes told by the adapter -----------------------------------
+    # -- output --------------------------------------------------------------
 
-    def logged_in(self) -> None:
-        self.phase = Phase.READY
+    def send(self, reply: m.Reply) -> bytes:
+        """The frame of ``reply``, after the change of state it makes: the ``ok`` of the
+        pending login (``LoginOk``) opens the commands, a ``Notice`` closes the session.
+        Raises LocalProtocolError for a reply the protocol does not allow now."""
+        if self.phase is Phase.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        if isinstance(reply, m.Notice):
+            self.phase = Phase.CLOSED
+        elif isinstance(reply, m.HelloReply):
+            if self.phase is Phase.HELLO or self._hello_answered:
+                raise LocalProtocolError("hello is answered once, after the device's hello")
+            self._hello_answered = True
+        elif isinstance(reply, m.LoginOk):
+            if self.phase is not Phase.LOGIN or reply.id != self._login_id:
+                raise LocalProtocolError(f"no login {reply.id} waits for its ok")
+            self.phase = Phase.READY
+            self._login_id = None
+        elif isinstance(reply, m.ErrorReply):
+            if reply.id is not None and reply.id == self._login_id:
+                self._login_id = None
+        elif self.phase is not Phase.READY and not isinstance(reply, m.Ack):
+            raise LocalProtocolError(f"{type(reply).__name__} before login")
+        return _encode(reply)
+
+    def send_encoded(self, pieces: Sequence[bytes | memoryview]) -> Sequence[bytes | memoryview]:
+        """A reply already framed in pieces (AED's, assembled from a cache without a
+        copy): checked like ``send`` of an ``ok`` to a command, returned as it is."""
+        if self.phase is not Phase.READY:
+            raise LocalProtocolError("a command's reply before login or after close")
+        return pieces
 
     def close(self) -> None:
+        """Closed without a word (the peer stopped reading): nothing more goes out."""
         self.phase = Phase.CLOSED
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     @property
     def uploading(self) -> bool:
         return self._uploading
 
-    # -- output --------------------------------------------------------------
-
-    def reply(self, fields: dict[str, Any]) -> bytes:
-        return encode_frame(fields)
-
     # -- liveness --------------------------------------------------------------
 
-    def heartbeat_action(self, now: float) -> bytes | str | None:
-        """``"login_timeout"`` when the connection has not logged in within
-        ``login_timeout``, ``"timeout"`` when the peer has been silent for 2.5
-        heartbeats, the bytes of a ping when one is due, else None."""
+    def heartbeat_action(self, now: float) -> Liveness:
+        """What the peer's silence calls for at ``now``, if anything."""
         if (self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN)
                 and now - self.opened >= self.login_timeout):
-            return "login_timeout"
+            return LoginTimedOut(self.login_timeout)
         silent = now - self.last_received
-        if silent >= 2.5 * self.heartbeat:
-            return "timeout"
+        if silent >= SILENT_HEARTBEATS * self.heartbeat:
+            return PeerSilent(silent)
         if silent >= self.heartbeat and now - self._last_ping >= self.heartbeat:
             self._last_ping = now
             self._ping_id += 1
-            return encode_frame({"type": "ping", "id": self._ping_id})
+            return PingDue(_encode(m.Ping(self._ping_id)))
         return None
+
+
+def _encode(reply: m.Reply) -> bytes:
+    return encode_frame(m.reply_to_fields(reply))
