@@ -18,7 +18,6 @@ from edgenet.wire.requests import (
     MAX_FILE_ID,
     MAX_NAME,
     OPERATIONS,
-    PROTOCOL_VERSION,
     Compute,
     Delete,
     Hello,
@@ -37,8 +36,8 @@ from edgenet.wire.requests import (
 
 __all__ = [
     "MAX_REPLY_TEXT", "Ack", "ComputeOk", "DeleteOk", "DeviceEntry", "ErrorReply", "HelloReply",
-    "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "Reply", "UploadOk", "error",
-    "hello_ok", "notice", "ok", "parse_reply", "reply_to_fields",
+    "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "Reply", "UploadOk",
+    "parse_reply", "reply_to_fields",
 ]
 
 # --- server -> device -------------------------------------------------------
@@ -274,24 +273,3 @@ def reply_to_fields(reply: Reply) -> dict[str, Any]:
     if isinstance(reply, Ping):
         return {"type": "ping", "id": reply.id}
     return reply.to_fields()
-
-
-# The untyped builders of the same replies, kept while the server still calls them.
-
-
-def ok(request_id: int | None, **fields: Any) -> dict[str, Any]:
-    return {"type": "ok", "id": request_id, **fields}
-
-
-def error(request_id: int | None, code: str, message: str, **fields: Any) -> dict[str, Any]:
-    return {"type": "error", "id": request_id, "code": code, "message": message, **fields}
-
-
-def notice(kind: str, message: str) -> dict[str, Any]:
-    """An unprompted message; the server closes the connection after it."""
-    return {"type": "notice", "kind": kind, "message": message}
-
-
-def hello_ok(server: str, heartbeat: float) -> dict[str, Any]:
-    return {"type": "hello", "version": PROTOCOL_VERSION, "server": server,
-            "heartbeat": heartbeat}
