@@ -8,14 +8,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edgenet import __version__
 from edgenet.admin.options import add_admin_parser
 from edgenet.client.options import add_options as add_headless_options
 from edgenet.client.uvf_options import add_uvf_options, uvf_config
+from edgenet.config import SILENT_HEARTBEATS, ClientConfig, ServerConfig, option_default
 
 ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
                   "The valid value of argument number is an integer between 1 and 5")
+
+
+#: ``--log-format`` values (see ``logconfig``).
+LOG_FORMATS = ("auto", "console", "json")
 
 
 class UsageError(Exception):
@@ -48,6 +54,14 @@ def _count(text: str, what: str, minimum: int = 0) -> int:
     return int(text)
 
 
+def _option(group: argparse._ActionsContainer, flag: str, default: object, text: str,
+            **kwargs: Any) -> None:
+    """An option whose default is the config's: given as text, as every source gives
+    values (see ``settings``), and shown where ``text`` says ``{}``."""
+    shown = option_default(default)
+    group.add_argument(flag, default=shown, help=text.format(shown), **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgenet", description="edgenet: an edge-device network (central server and "
@@ -56,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{server,client,hash-password,admin}")
     sub.required = True
 
+    # Defaults come from the config classes (one place for them).
+    S, C = ServerConfig, ClientConfig
     srv = sub.add_parser("server", help="run the central server",
                          description="Run the central server: devices log in over TCP on "
                                      "SERVER_PORT.")
@@ -63,43 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TCP port for devices (0 lets the OS choose)")
     srv.add_argument("max_attempts", metavar="MAX_ATTEMPTS",
                      help="consecutive failed logins (1-5) before a device name is blocked")
-    srv.add_argument("--host", default="0.0.0.0",
-                     help="address to listen on (default 0.0.0.0; '::' for IPv6)")
-    srv.add_argument("--credentials", default="credentials.txt", metavar="FILE",
-                     help="credentials file, one 'name password' per line "
-                          "(default ./credentials.txt)")
-    srv.add_argument("--data-dir", default=".", metavar="DIR",
-                     help="where logs and uploaded files live (default .)")
-    srv.add_argument("--block-seconds", default="10", metavar="N",
-                     help="how long a device name stays blocked (default 10)")
-    srv.add_argument("--heartbeat", default="10", metavar="SECONDS",
-                     help="ping a silent device after this many seconds; close it after 2.5x "
-                          "(default 10)")
-    srv.add_argument("--max-upload", default=str(4 * 2**30), metavar="BYTES",
-                     help="largest upload accepted (default 4 GiB)")
-    srv.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
-                     help="auto: console on a terminal, JSON lines otherwise")
-    srv.add_argument("--admin-host", default="127.0.0.1",
-                     help="address of the admin HTTP API (default 127.0.0.1)")
-    srv.add_argument("--admin-port", default="8080",
-                     help="port of the admin HTTP API (default 8080; 0 lets the OS choose)")
+    opt = _option
+    opt(srv, "--host", S.host, "address to listen on (default {}; '::' for IPv6)")
+    opt(srv, "--credentials", S.credentials, "credentials file, one 'name password' per line "
+        "(default ./{})", metavar="FILE")
+    opt(srv, "--data-dir", S.data_dir, "where logs and uploaded files live (default {})",
+        metavar="DIR")
+    opt(srv, "--block-seconds", S.block_seconds, "how long a device name stays blocked "
+        "(default {})", metavar="N")
+    opt(srv, "--heartbeat", S.heartbeat, "ping a silent device after this many seconds; close "
+        f"it after {option_default(SILENT_HEARTBEATS)}x (default {{}})", metavar="SECONDS")
+    opt(srv, "--max-upload", S.max_upload,
+        f"largest upload accepted (default {S.max_upload / 2**30:g} GiB)", metavar="BYTES")
+    opt(srv, "--log-format", S.log_format, "auto: console on a terminal, JSON lines otherwise",
+        choices=LOG_FORMATS)
+    opt(srv, "--admin-host", S.admin_host, "address of the admin HTTP API (default {})")
+    opt(srv, "--admin-port", S.admin_port,
+        "port of the admin HTTP API (default {}; 0 lets the OS choose)")
     srv.add_argument("--no-admin", action="store_true", help="do not run the admin HTTP API")
-    srv.add_argument("--admin-token", default=None,
-                     help="bearer token for the admin API (or EDGENET_ADMIN_TOKEN)")
+    opt(srv, "--admin-token", S.admin_token,
+        "bearer token for the admin API (or EDGENET_ADMIN_TOKEN)")
     lim = srv.add_argument_group("limits and TLS (see docs/SECURITY.md)")
-    lim.add_argument("--max-connections", default="10000", metavar="N",
-                     help="open device connections at most (default 10000)")
-    lim.add_argument("--login-rate", default="60", metavar="N",
-                     help="failed logins per minute allowed per IP address; 0: no limit "
-                          "(default 60)")
-    lim.add_argument("--login-timeout", default="120", metavar="SECONDS",
-                     help="close a connection that has not logged in after this long "
-                          "(default 120)")
-    lim.add_argument("--send-timeout", default="30", metavar="SECONDS",
-                     help="drop a device that does not read its replies for this long "
-                          "(default 30)")
-    lim.add_argument("--shutdown-grace", default="5", metavar="SECONDS",
-                     help="on SIGTERM/SIGINT, time given to uploads in flight (default 5)")
+    opt(lim, "--max-connections", S.max_connections,
+        "open device connections at most (default {})", metavar="N")
+    opt(lim, "--login-rate", S.login_rate, "failed logins per minute allowed per IP address; "
+        "0: no limit (default {})", metavar="N")
+    opt(lim, "--login-timeout", S.login_timeout, "close a connection that has not logged in "
+        "after this long (default {})", metavar="SECONDS")
+    opt(lim, "--send-timeout", S.send_timeout, "drop a device that does not read its replies "
+        "for this long (default {})", metavar="SECONDS")
+    opt(lim, "--shutdown-grace", S.shutdown_grace, "on SIGTERM/SIGINT, time given to uploads "
+        "in flight (default {})", metavar="SECONDS")
     lim.add_argument("--tls-cert", default=None, metavar="FILE",
                      help="PEM certificate chain: serve devices over TLS (with --tls-key)")
     lim.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
@@ -113,12 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("server_port", metavar="SERVER_PORT", help="server TCP port")
     cli.add_argument("udp_port", metavar="UDP_PORT",
                      help="UDP port this device receives files on (0 lets the OS choose)")
-    cli.add_argument("--data-dir", default=".", metavar="DIR",
-                     help="where generated and received files live (default .)")
-    cli.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
-                     help="format of the client's own diagnostics on stderr")
-    cli.add_argument("--tls-ca", default=None, metavar="FILE",
-                     help="connect over TLS, verifying the server against this CA (PEM)")
+    opt(cli, "--data-dir", C.data_dir, "where generated and received files live (default {})",
+        metavar="DIR")
+    opt(cli, "--log-format", C.log_format, "format of the client's own diagnostics on stderr",
+        choices=LOG_FORMATS)
+    opt(cli, "--tls-ca", C.tls_ca,
+        "connect over TLS, verifying the server against this CA (PEM)", metavar="FILE")
     cli.add_argument("--tls-insecure", action="store_true",
                      help="connect over TLS WITHOUT verifying the server (test set-ups only)")
 
@@ -138,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from edgenet.config import ServerConfig
     from edgenet.logconfig import configure_logging
     from edgenet.server.auth import Credentials, CredentialsError
 
@@ -245,7 +254,6 @@ def run_server(args: argparse.Namespace) -> int:
 
 def run_client_command(args: argparse.Namespace) -> int:
     from edgenet.client.shell import run_client
-    from edgenet.config import ClientConfig
 
     server_port = _port(args.server_port, "server port")
     if server_port == 0:

@@ -1,9 +1,16 @@
-"""Configuration of the server and the client: one place for every default."""
+"""Configuration of the server and the client: one place for every default.
+
+The command line (``edgenet.__main__``, and the client's option modules) takes its
+defaults from these dataclasses, through ``option_default``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+#: A logged-in device silent for this many heartbeats is closed (it is pinged after one).
+SILENT_HEARTBEATS = 2.5
 
 
 @dataclass(frozen=True)
@@ -15,7 +22,8 @@ class ServerConfig:
     data_dir: Path = Path(".")
     block_seconds: float = 10.0
     log_format: str = "auto"
-    #: Seconds of silence before the server pings a device; 3x this closes it.
+    #: Seconds of silence before the server pings a device; SILENT_HEARTBEATS (2.5) times
+    #: this closes it.
     heartbeat: float = 10.0
     #: Largest upload body accepted, in bytes.
     max_upload: int = 4 * 2**30
@@ -58,3 +66,14 @@ class ClientConfig:
     chunk_size: int = 1400
     #: UDP port announced to the server instead of the bound one (NAT, port forwarding).
     advertise_udp_port: int | None = None
+
+
+def option_default(value: object) -> str | None:
+    """A default as the command line would give it: text (every option's value arrives
+    as text, from the command line, ``EDGENET_*`` or a TOML file, and is checked in one
+    place), whole numbers without a fraction (``10``, not ``10.0``)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -52,11 +54,20 @@ def test_pyz_server_and_two_clients_every_command(pyz_server: ServerProcess, tmp
         assert alpha.returncode == 0, alpha.stdout + alpha.stderr
         out = alpha.stdout
         values = [int(x) for x in (tmp_path / "alpha" / "alpha-1.txt").read_text().split()]
+        assert len(values) == 1000
         assert f"the SUM of file 1 is {sum(values)}" in out
         assert f"the MAX of file 1 is {max(values)}" in out
         assert f"the MIN of file 1 is {min(values)}" in out
-        assert re.search(r"the AVERAGE of file 1 is \d+\.\d+", out)
-        assert re.search(r"^beta; 127\.0\.0\.1; \d+; active since", out, re.MULTILINE) or "beta; " in out
+        average = re.search(r"the AVERAGE of file 1 is (-?\d+\.\d+)$", out, re.MULTILINE)
+        assert average, out
+        # Exact: 1000 samples make a mean of at most three decimals.
+        assert Fraction(Decimal(average[1])) == Fraction(sum(values), len(values))
+        # AED lists beta as the server's device log does (address, UDP port, since).
+        seq, since, name, ip, udp_port = (pyz_server.data_dir / "edge-device-log.txt"
+                                          ).read_text().splitlines()[0].split("; ")
+        assert (seq, name, ip) == ("1", "beta", "127.0.0.1")
+        listed = re.findall(r"^(\S+); (\S+); (\d+); active since (.+)$", out, re.MULTILINE)
+        assert listed == [("beta", "127.0.0.1", udp_port, since)], out
         assert "file with ID of 1 has been successfully removed from the central server" in out
         assert "the file does not exist at the server side" in out
         # UVF: straight to beta over UDP; the script's OUT waits for the transfer.

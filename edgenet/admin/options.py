@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+from edgenet.config import ServerConfig
+
+#: The admin API of a server on this machine with the default admin host and port.
+DEFAULT_URL = f"http://{ServerConfig.admin_host}:{ServerConfig.admin_port}"
 TOKEN_ENV = "EDGENET_ADMIN_TOKEN"
 URL_ENV = "EDGENET_ADMIN_URL"
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgenet.config import option_default
 from edgenet.textfile import TextFileError, read_small_text
 from edgenet.wire.messages import MAX_PASSWORD
 
@@ -70,9 +71,10 @@ def add_options(cli: argparse.ArgumentParser) -> None:
     group.add_argument("--keep-going", action="store_true",
                        help="run the remaining commands after one fails (the exit status "
                             "still names the first failure)")
-    group.add_argument("--reconnect-max", default="30", metavar="SECONDS",
+    longest = option_default(HeadlessConfig.reconnect_max)
+    group.add_argument("--reconnect-max", default=longest, metavar="SECONDS",
                        help="longest wait between reconnection attempts with --stay "
-                            "(default 30)")
+                            f"(default {longest})")
 
 
 def read_password_file(path: Path) -> str:

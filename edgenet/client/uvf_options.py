@@ -10,21 +10,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-DEFAULT_MAX_RECEIVE = 4 * 2**30
-DEFAULT_MAX_INCOMING = 8
-DEFAULT_CHUNK = 1400
+from edgenet.config import ClientConfig as C
+from edgenet.config import option_default
 
 
 def add_uvf_options(parser: argparse.ArgumentParser) -> None:
     uvf = parser.add_argument_group("peer-to-peer files (UVF)")
-    uvf.add_argument("--max-receive-size", default=str(DEFAULT_MAX_RECEIVE), metavar="BYTES",
-                     help="refuse files from peers larger than this (default 4 GiB)")
-    uvf.add_argument("--max-incoming", default=str(DEFAULT_MAX_INCOMING), metavar="N",
-                     help="files received at once; more are refused as busy (default 8)")
-    uvf.add_argument("--chunk-size", default=str(DEFAULT_CHUNK), metavar="BYTES",
-                     help="file bytes per datagram when sending (default 1400, for a 1500-byte "
-                          "MTU; up to 65487 on fast local links)")
-    uvf.add_argument("--advertise-udp-port", default=None, metavar="PORT",
+    uvf.add_argument("--max-receive-size", default=option_default(C.max_receive_size),
+                     metavar="BYTES", help="refuse files from peers larger than this "
+                                           f"(default {C.max_receive_size / 2**30:g} GiB)")
+    uvf.add_argument("--max-incoming", default=option_default(C.max_incoming), metavar="N",
+                     help="files received at once; more are refused as busy "
+                          f"(default {C.max_incoming})")
+    uvf.add_argument("--chunk-size", default=option_default(C.chunk_size), metavar="BYTES",
+                     help=f"file bytes per datagram when sending (default {C.chunk_size}, for "
+                          "a 1500-byte MTU; up to 65487 on fast local links)")
+    uvf.add_argument("--advertise-udp-port", default=option_default(C.advertise_udp_port),
+                     metavar="PORT",
                      help="tell the server peers reach this device on PORT instead of UDP_PORT "
                           "(behind NAT or a port forward)")
 

@@ -126,7 +126,10 @@ class DeviceConnection:
         except (ConnectionError, OSError):
             reason = "connection_lost"
         except asyncio.CancelledError:
+            # Shutdown's grace is over (an upload or command still running): the device
+            # is told why, as every other device was.
             reason = "server_shutdown"
+            self.disconnect("shutdown", SHUTDOWN_MESSAGE)
             raise
         finally:
             if self._upload is not None:

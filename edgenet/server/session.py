@@ -16,6 +16,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgenet.config import SILENT_HEARTBEATS
 from edgenet.wire import messages as m
 from edgenet.wire.frames import (
     NEED_DATA,
@@ -115,8 +116,6 @@ class LoginTimedOut:
 
 Liveness = PingDue | PeerSilent | LoginTimedOut | None
 
-#: A logged-in device silent for this many heartbeats is given up on.
-SILENT_HEARTBEATS = 2.5
 #: Requests allowed before login.
 _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 
