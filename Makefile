@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-build/edgenet.pyz: $(VENV)/.installed $(shell find edgenet admin_api -type f \( -name '*.py' -o -name '*.html' -o -name '*.json' \) 2>/dev/null) pyproject.toml
+build/edgenet.pyz: $(VENV)/.installed $(shell find edgenet admin_api -type f \( -name '*.py' -o -name '*.html' -o -name '*.json' -o -name '*.js' -o -name '*.css' \) 2>/dev/null) pyproject.toml
 	rm -rf build/wheels build/edgenet.pyz build/lib build/bdist.*
 	mkdir -p build/wheels
 	$(VPY) -m pip wheel --quiet --no-deps -w build/wheels .

@@ -24,6 +24,8 @@ from admin_api.metrics import ServerMetrics
 from admin_api.sampling import HistorySampler
 
 if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
     from edgenet.server.app import EdgeServer
 
 log = structlog.get_logger("edgenet.admin")
@@ -59,6 +61,7 @@ def _routes() -> list[web.RouteDef]:
         web.get(f"{API}/files", v.list_files),
         web.post(f"{API}/credentials/reload", v.reload_credentials),
         web.get(f"{API}/history", v.history),
+        web.get("/static/{name}", v.static_file),
     ]
 
 
@@ -70,9 +73,26 @@ def _page_csp(page: bytes) -> str:
                             re.DOTALL)
         return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'"
                         for b in blocks)
-    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+    return (f"default-src 'none'; script-src 'self' {hashes('script')}; "
+            f"style-src 'self' {hashes('style')}; "
             "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")
+
+
+#: The page's files by extension (anything else under static/ is not served).
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+def _static_assets(files: Traversable) -> dict[str, tuple[bytes, str]]:
+    """The page's scripts and styles (its own and the vendored chart library), read
+    once: served from memory by name."""
+    assets: dict[str, tuple[bytes, str]] = {}
+    for folder in (files / "static", files / "static" / "vendor"):
+        for item in folder.iterdir():
+            kind = STATIC_TYPES.get("." + item.name.rsplit(".", 1)[-1])
+            if kind and item.is_file():
+                assets[item.name] = (item.read_bytes(), kind)
+    return assets
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -96,6 +116,7 @@ def create_app(server: EdgeServer, *, token: str | None = None) -> web.Applicati
     app[v.CONTEXT] = v.AdminContext(server=server, state=state, metrics=metrics,
                                     openapi=(files / "openapi.json").read_bytes(),
                                     page=page, page_csp=_page_csp(page))
+    app[v.CONTEXT].assets = _static_assets(files)
     app[v.CONTEXT].history = sampler = HistorySampler(metrics, server.clock)
     app.cleanup_ctx.append(sampler.cleanup_ctx)
     app.add_routes(_routes())

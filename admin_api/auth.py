@@ -21,6 +21,8 @@ from admin_api.errors import ApiError, Handler
 
 #: Paths served without a token: liveness, and the page (static HTML, no data).
 PUBLIC_PATHS = frozenset({"/healthz", "/"})
+#: The page's scripts and styles (static files, no data) are public too.
+PUBLIC_PREFIX = "/static/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
@@ -72,6 +74,10 @@ def token_matches(given: str | None, token: str) -> bool:
     return hmac.compare_digest(digest(given or ""), digest(token))
 
 
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+
 def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-type]
     """The middleware for a server with (or without) a token."""
 
@@ -81,7 +87,7 @@ def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-
         if route_error is not None:  # no such route or method: say so (404/405) first
             raise route_error
         if token is not None:
-            if request.path in PUBLIC_PATHS:
+            if _is_public(request.path):
                 return await handler(request)
             if not token_matches(bearer_token(request), token):
                 raise ApiError(401, "unauthorized",

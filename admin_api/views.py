@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -45,6 +45,8 @@ class AdminContext:
     page_csp: str
     keepalive: float = SSE_KEEPALIVE
     history: HistorySampler | None = None
+    #: The page's scripts and styles by file name: (bytes, content type).
+    assets: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
 
 CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
@@ -95,6 +97,16 @@ async def index(request: web.Request) -> web.Response:
         "Content-Security-Policy": ctx.page_csp, "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
         "Cache-Control": "no-store"})
+
+
+async def static_file(request: web.Request) -> web.Response:
+    """One of the page's scripts or styles (read once at start, served from memory)."""
+    asset = _ctx(request).assets.get(request.match_info["name"])
+    if asset is None:
+        raise ApiError(404, "not_found", f"no such file: {request.match_info['name'][:100]}")
+    body, kind = asset
+    return web.Response(body=body, content_type=kind, charset="utf-8", headers={
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -530,8 +530,39 @@ async def test_page_is_self_contained(token_client: Any) -> None:
     resp = await token_client.get("/")
     html = await resp.text()
     csp = resp.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in csp and "'sha256-" in csp and "connect-src 'self'" in csp
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "connect-src 'self'" in csp and "unsafe" not in csp
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "external resource"
-    assert "innerHTML" not in html  # device names are rendered as text, never as HTML
-    for needle in ("Disconnect", "Lift block", 'id="token"', "/events/stream"):
-        assert needle in html
+    scripts = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert {"/static/main.js", "/static/uPlot.iife.min.js", "/static/dashboard.css"} <= set(scripts)
+    own = ""
+    for name in ("main.js", "api.js", "table.js", "panels.js", "charts.js", "format.js",
+                 "dashboard.css", "uPlot.iife.min.js", "uPlot.min.css"):
+        asset = await token_client.get("/static/" + name)  # public: no token
+        assert asset.status == 200, name
+        assert asset.content_type == ("text/css" if name.endswith(".css") else "text/javascript")
+        assert asset.headers["X-Content-Type-Options"] == "nosniff"
+        if not name.startswith("uPlot"):
+            own += await asset.text()
+    assert "innerHTML" not in own and "eval(" not in own  # names are text, never HTML
+    assert not re.search(r"https?://", own), "the page's own code names no other host"
+    for needle in ("Disconnect", "Lift block", "/events/stream", "/history?window="):
+        assert needle in own
+    assert 'id="token"' in html and 'id="token-state"' in html
+    for bad in ("/static/nope.js", "/static/index.html", "/static/README.md",
+                "/static/uPlot.LICENSE", "/static/..%2Fapp.py"):
+        missing = await token_client.get(bad)
+        assert missing.status == 404, bad
+        assert_error(await missing.json(), "not_found")
+
+
+def test_vendored_chart_library_matches_its_pinned_hashes() -> None:
+    import hashlib
+
+    vendor = Path(__file__).resolve().parent.parent / "admin_api" / "static" / "vendor"
+    readme = (vendor / "README.md").read_text()
+    assert "uplot@1.6.32" in readme and "(v1.6.32)" in (vendor / "uPlot.iife.min.js").read_text()
+    for name in ("uPlot.iife.min.js", "uPlot.min.css"):
+        digest = hashlib.sha256((vendor / name).read_bytes()).hexdigest()
+        assert f"`{name}` | `dist/{name}` | `{digest}`" in readme, name
+    assert "MIT License" in (vendor / "uPlot.LICENSE").read_text()
