@@ -147,14 +147,15 @@ function addEvent(e) {
   if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
 }
 
-let eventsFrame = 0;
+// Events can come by the hundred a second: the table is redrawn at most twice a second.
+let eventsTimer = 0;
 function renderEvents() {
-  if (eventsFrame) return;
-  eventsFrame = requestAnimationFrame(() => {
-    eventsFrame = 0;
+  if (eventsTimer) return;
+  eventsTimer = setTimeout(() => {
+    eventsTimer = 0;
     events.setRows(state.events);
     $("events-count").textContent = state.events.length ? "last " + state.events.length : "";
-  });
+  }, 500);
 }
 
 // Server-sent events read with fetch (EventSource cannot send the Authorization header).
