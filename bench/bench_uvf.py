@@ -174,7 +174,8 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 async def _receive_main(data_dir: Path, chunk: int) -> None:
-    from edgenet.rudp import TransferEndpoint, TransferOptions
+    from edgenet.rudp import TransferOptions
+    from edgenet.rudp.endpoint import TransferEndpoint
 
     ep = await TransferEndpoint.bind(
         "127.0.0.1", 0, data_dir, options=TransferOptions(chunk_size=chunk)
@@ -247,7 +248,8 @@ def measure_tcp(src: Path, work: Path) -> float:
 
 
 async def _send_once(src: Path, port: int, chunk: int) -> tuple[float, float, dict[str, int]]:
-    from edgenet.rudp import TransferEndpoint, TransferEvent, TransferOptions
+    from edgenet.rudp import TransferEvent, TransferOptions
+    from edgenet.rudp.endpoint import TransferEndpoint
 
     accepted: list[float] = []
 

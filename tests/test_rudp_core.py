@@ -57,14 +57,6 @@ def make_data(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-class BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
-
-
 def run_transfer(
     data: bytes,
     channel: Channel,
@@ -84,7 +76,6 @@ def run_transfer(
         filename="f.bin",
         size=len(data),
         sha256=hashlib.sha256(data).digest(),
-        reader=BytesReader(data),
         now=now,
         config=sender_config or SenderConfig(chunk_size=chunk),
     )
@@ -92,7 +83,23 @@ def run_transfer(
     events: list[object] = []
     steps = 0
 
+    def serve_io() -> None:
+        """The adapter's part: read what the sender wants, write what the receiver hands out."""
+        for offset, length in sender.wanted_reads():
+            sender.supply(offset, data[offset : offset + length])
+        if receiver is None:
+            return
+        for offset, block in receiver.take_writes():
+            sink.seek(offset)
+            sink.write(block)
+            receiver.writes_done(len(block))
+        while (ev := receiver.next_event()) is not None:
+            events.append(ev)
+            if isinstance(ev, DataComplete):
+                receiver.confirm_saved("alpha_f.bin", now)
+
     def flush() -> None:
+        serve_io()
         for d in sender.datagrams_to_send(now):
             channel.send(now, "r", d)
         if receiver is not None and not (kill_receiver_at is not None and now >= kill_receiver_at):
@@ -125,7 +132,6 @@ def run_transfer(
                 receiver = Receiver(
                     offer,
                     peer=SENDER_ADDR,
-                    writer=sink,
                     now=now,
                     config=receiver_config or ReceiverConfig(window_bytes=512 * chunk),
                 )
@@ -138,10 +144,6 @@ def run_transfer(
                     core.handle_timer(now)
         while (ev := sender.next_event()) is not None:
             events.append(ev)
-        while receiver is not None and (ev := receiver.next_event()) is not None:
-            events.append(ev)
-            if isinstance(ev, DataComplete):
-                receiver.confirm_saved("alpha_f.bin", now)
         flush()
     return sender, receiver, sink, events, now
 
@@ -212,7 +214,6 @@ def test_silent_sender_fails_receiver() -> None:
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, hashlib.sha256(data).digest(), "a", "b", 0),
         peer=SENDER_ADDR,
-        writer=io.BytesIO(),
         now=0.0,
         config=ReceiverConfig(idle_timeout=2.0),
     )
@@ -232,7 +233,6 @@ def test_hash_mismatch_fails_receiver() -> None:
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, b"\0" * 32, "a", "b", 0),
         peer=SENDER_ADDR,
-        writer=io.BytesIO(),
         now=0.0,
     )
     for i in range(5):
@@ -248,7 +248,6 @@ def test_wrong_peer_and_garbage_are_counted() -> None:
     receiver = Receiver(
         pk.Offer(9, len(data), 1000, hashlib.sha256(data).digest(), "a", "b", 0),
         peer=SENDER_ADDR,
-        writer=io.BytesIO(),
         now=0.0,
     )
     receiver.receive_datagram(pk.encode_data(pk.Data(9, 0, 0, data[:1000])), ("6.6.6.6", 1), 0.1)

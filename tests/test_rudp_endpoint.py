@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgenet.rudp import TransferEndpoint, TransferError, TransferEvent, TransferOptions
+from edgenet.rudp import TransferError, TransferEvent, TransferOptions
 from edgenet.rudp import packet as pk
+from edgenet.rudp.endpoint import TransferEndpoint
 from tests.filedata import bench_uvf, make_file, sha
 
 pytestmark = pytest.mark.timeout(60)

@@ -178,7 +178,6 @@ def test_sender_rto_deadlines_exact() -> None:
         filename="f",
         size=len(data),
         sha256=hashlib.sha256(data).digest(),
-        reader=_Reader(data),
         now=0.0,
         config=SenderConfig(
             chunk_size=1000,
@@ -187,6 +186,9 @@ def test_sender_rto_deadlines_exact() -> None:
         ),
     )
     assert s.get_timer() == 0.0
+    assert s.wanted_reads() == [(0, 5000)]  # the whole (small) file, asked for once
+    assert s.wanted_reads() == []
+    s.supply(0, data)
     assert len(s.datagrams_to_send(0.0)) == 1  # OFFER
     assert s.get_timer() == 1.0
     s.handle_timer(1.0)
@@ -210,14 +212,6 @@ def test_sender_rto_deadlines_exact() -> None:
     assert s.retransmissions == 7
     assert s.cc.window < window or s.cc.window == s.cc._config.min_window
     assert s.get_timer() == pytest.approx(t + 4 * rto)
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self.data[offset : offset + size]
 
 
 def test_loss_detection_packet_and_time_thresholds() -> None:
@@ -369,3 +363,71 @@ def test_random_ack_ranges_round_trip() -> None:
             at = end
         ack = pk.Ack(9, cum, cum + 100, 1, 2, tuple(ranges))
         assert pk.decode(pk.encode_ack(ack)) == ack
+
+
+# -- send buffer (the sender's file bytes) ---------------------------------------------------------
+
+
+def test_send_buffer_reads_ahead_in_blocks_and_holds_what_is_unacknowledged() -> None:
+    from edgenet.rudp.sendbuffer import SendBuffer
+
+    buf = SendBuffer(10_000, 100, block_bytes=1000, read_ahead=2, buffer_bytes=4000)
+    assert buf.max_blocks == 4
+    assert buf.wanted(0) == [(0, 3000)]  # the block of chunk 0 and two ahead, in one read
+    assert buf.wanted(0) == []  # asked once
+    assert buf.chunk(0) is None and buf.blocked(0)
+    assert buf.supply(0, bytes(range(256)) * 11 + bytes(184))
+    assert bytes(buf.chunk(12) or b"") == (bytes(range(256)) * 11)[1200:1300]
+    assert buf.wanted(25) == [(3000, 1000)]  # block 3: the bound of 4 blocks is reached
+    assert buf.wanted(35) == []  # block 4 would make 5 held: new chunks wait
+    buf.release_below(10)  # block 0 acknowledged
+    assert buf.chunk(5) is None and buf.wanted(35) == [(4000, 1000)]
+    assert not buf.supply(4000, bytes(999))  # short: the file shrank
+    assert buf.supply(3000, bytes(1000)) and buf.held_bytes == 3000
+
+
+def test_sender_sends_no_data_before_its_bytes_are_supplied() -> None:
+    import hashlib
+
+    from edgenet.rudp.sender import Sender, SenderConfig
+
+    data = bytes(range(256)) * 40
+    s = Sender(transfer_id=1, peer=("p", 1), sender_name="a", filename="f", size=len(data),
+               sha256=hashlib.sha256(data).digest(), now=0.0,
+               config=SenderConfig(chunk_size=1000, read_block=4000, read_ahead_blocks=0))
+    assert s.wanted_reads() == [(0, 4000)]
+    assert len(s.datagrams_to_send(0.0)) == 1  # the OFFER needs no file bytes
+    s.receive_datagram(pk.encode_accept(pk.Accept(1, 100, 0)), ("p", 1), 0.01)
+    assert s.datagrams_to_send(0.01) == [] and s.get_timer() == pytest.approx(10.01)  # idle only
+    s.supply(0, data[:4000])
+    out = [pk.decode(d) for d in s.datagrams_to_send(0.01)]
+    assert [p.index for p in out if isinstance(p, pk.Data)] == [0, 1, 2, 3]
+    assert s.wanted_reads() == [(4000, 4000)]
+    s.supply(4000, data[4000:6000])  # short read: the file changed
+    assert s.state.value == "failed"
+    assert isinstance(pk.decode(s.datagrams_to_send(0.02)[0]), pk.Abort)
+
+
+def test_importing_the_cores_loads_no_asyncio_socket_or_structlog() -> None:
+    """In a fresh interpreter: the sans-I/O modules stay free of I/O frameworks."""
+    import subprocess
+    import sys
+
+    cores = ["packet", "rangeset", "recovery", "congestion", "sendbuffer", "sender", "receiver",
+             "names", "admission", "fileops", "records", "reports", "transfers", "events",
+             "options"]
+    code = (
+        "import sys\n"
+        + "".join(f"import edgenet.rudp.{m}\n" for m in cores)
+        + "print(sorted(m for m in ('asyncio', 'socket', 'selectors', 'structlog') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+    # ...and the adapter, which does import them, is where the check would see them.
+    adapter = ("import sys, edgenet.rudp.endpoint; "
+               "print('asyncio' in sys.modules, 'structlog' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", adapter], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "True True"

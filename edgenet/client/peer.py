@@ -36,7 +36,8 @@ import structlog
 
 from edgenet.client.console import TransferMeter, status_text, terminal_width
 from edgenet.client.results import UVF_FAILED
-from edgenet.rudp import TransferEndpoint, TransferError, TransferEvent, TransferOptions, names
+from edgenet.rudp import TransferError, TransferEvent, TransferOptions, files, names, udpsocket
+from edgenet.rudp.endpoint import TransferEndpoint
 
 if TYPE_CHECKING:
     from edgenet.config import ClientConfig
@@ -102,28 +103,17 @@ class SendOutcome:
     size: int = 0
 
 
-def bind_udp(family: int, port: int) -> socket.socket:
-    """A UDP socket bound to ``port`` (0: the OS chooses) on every address of ``family``.
-
-    An IPv6 socket is made dual-stack where the OS allows it, so IPv4 peers reach it too.
-    """
+def bind_udp(family: int, port: int, buffer_bytes: int) -> socket.socket:
+    """A UDP socket bound to ``port`` (0: the OS chooses) on every address of ``family``
+    (IPv6 dual-stack where the OS allows it); raises PeerBindError with one line."""
     host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        if family == socket.AF_INET6:
-            try:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except (OSError, AttributeError):
-                pass
-        sock.bind((host, port))
-        sock.setblocking(False)
+        return udpsocket.open_socket(host, port, buffer_bytes)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PeerBindError(f"UDP port {port} is already in use") from None
         reason = (exc.strerror or str(exc)).lower()
         raise PeerBindError(f"cannot bind UDP port {port}: {reason}") from None
-    return sock
 
 
 def transfer_options(config: ClientConfig) -> TransferOptions:
@@ -143,24 +133,6 @@ def local_file(data_dir: Path, filename: str) -> tuple[Path | None, str, str]:
     if not path.is_file():
         return None, "no_local_file", f"{filename} is not a regular file"
     return path, "", ""
-
-
-def remove_stale_parts(data_dir: Path, older_than: float) -> int:
-    """Remove temp files of transfers that died with their process (kill -9, power cut)."""
-    removed = 0
-    cutoff = time.time() - older_than
-    try:
-        candidates = list(data_dir.glob(".uvf-*.part"))
-    except OSError:
-        return 0
-    for part in candidates:
-        try:
-            if part.stat().st_mtime < cutoff:
-                part.unlink()
-                removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 class PeerLink:
@@ -189,7 +161,9 @@ class PeerLink:
              options: TransferOptions | None = None,
              advertise_port: int | None = None) -> PeerLink:
         """Raises PeerBindError with a one-line message."""
-        return cls(bind_udp(family, port), data_dir, options, advertise_port)
+        options = options or TransferOptions()
+        return cls(bind_udp(family, port, options.socket_buffer), data_dir, options,
+                   advertise_port)
 
     @classmethod
     def for_client(cls, family: int, config: ClientConfig) -> PeerLink:
@@ -220,7 +194,7 @@ class PeerLink:
         if status is not None:
             options = replace(options, progress_interval=BAR_INTERVAL)
         stale = max(STALE_PART_SECONDS, 6 * options.idle_timeout)
-        removed = await asyncio.to_thread(remove_stale_parts, self.data_dir, stale)
+        removed = await asyncio.to_thread(files.remove_stale_parts, self.data_dir, stale)
         if removed:
             log.info("uvf.stale_parts_removed", count=removed)
         self._endpoint = await TransferEndpoint.from_socket(self.sock, self.data_dir,

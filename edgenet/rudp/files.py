@@ -1,16 +1,84 @@
-"""File handling for UVF transfers: reading chunks, hashing, and saving a verified file.
+"""The disk side of UVF: the file operations a ``TransferSet`` asks for, carried out.
 
-No asyncio: the endpoint runs the slow parts (hashing, fsync) in worker threads.
+Everything here blocks (reads, writes, fsync, link), so the adapter runs it in worker
+threads, never on the event loop. ``TransferFiles.run`` takes one ``fileops`` operation and
+returns its result, or ``FileOpFailed`` for an OSError; operations of one transfer come one
+at a time, so each transfer's file is used by one thread at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
+from . import fileops as fo
 from . import names
+
+
+class NotRegularFile(OSError):
+    """What was to be sent is a directory, a device, ..."""
+
+
+class TransferFiles:
+    """The open file of each transfer, by transfer id, in one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._open: dict[int, BinaryIO] = {}
+
+    def adopt(self, transfer_id: int, file: BinaryIO) -> None:
+        """An outgoing transfer's file, opened (and hashed) by the caller."""
+        self._open[transfer_id] = file
+
+    def run(self, op: fo.FileOp) -> fo.FileOpResult:
+        try:
+            return self._run(op)
+        except OSError as exc:
+            return fo.FileOpFailed(exc.strerror or str(exc), str(exc))
+
+    def _run(self, op: fo.FileOp) -> fo.FileOpResult:
+        tid = op.transfer_id
+        if isinstance(op, fo.ReadRanges):
+            fd = self._open[tid].fileno()
+            return [os.pread(fd, length, offset) for offset, length in op.ranges]
+        if isinstance(op, fo.WriteBlocks):
+            fd = self._open[tid].fileno()
+            for offset, data in op.blocks:
+                write_at(fd, data, offset)
+            return None
+        if isinstance(op, fo.MeasureSpace):
+            return free_bytes(self.data_dir)
+        if isinstance(op, fo.CreateTemp):
+            self._open[tid] = create_temp(self.data_dir / op.name)
+            return None
+        if isinstance(op, fo.SaveFile):
+            file = self._open.pop(tid)
+            temp = self.data_dir / names.temp_name(tid)
+            return save_verified(file, temp, self.data_dir, op.name).name
+        if tid in self._open:
+            self._open.pop(tid).close()
+        if op.remove_temp:
+            try:
+                (self.data_dir / names.temp_name(tid)).unlink()
+            except FileNotFoundError:
+                pass
+        return None
+
+
+def open_to_send(path: Path) -> tuple[BinaryIO, bytes, int]:
+    """Open a regular file and hash it: ``(file, sha256, size)``; raises OSError."""
+    file = open(path, "rb")  # noqa: SIM115 - closed by the caller (or below)
+    try:
+        if not os.path.isfile(path):
+            raise NotRegularFile(f"{path} is not a regular file")
+        digest, size = sha256_of(file)
+    except BaseException:
+        file.close()
+        raise
+    return file, digest, size
 
 
 def create_temp(path: Path) -> BinaryIO:
@@ -19,18 +87,19 @@ def create_temp(path: Path) -> BinaryIO:
     return open(fd, "wb", buffering=0)
 
 
-class FileReader:
-    """``ChunkReader`` over an open file (positional reads; the file position is unused)."""
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
-    def __init__(self, file: BinaryIO) -> None:
-        self._fd = file.fileno()
-        self._file = file
 
-    def read(self, offset: int, size: int) -> bytes:
-        if hasattr(os, "pread"):
-            return os.pread(self._fd, size, offset)
-        self._file.seek(offset)
-        return self._file.read(size)
+def free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def sha256_of(file: BinaryIO) -> tuple[bytes, int]:
@@ -45,10 +114,12 @@ def sha256_of(file: BinaryIO) -> tuple[bytes, int]:
 
 def save_verified(file: BinaryIO, temp: Path, data_dir: Path, base_name: str) -> Path:
     """fsync the temp file, then link it under the first free numbered name (never
-    overwriting), drop the temp name and fsync the directory. Runs in a worker thread."""
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
+    overwriting), drop the temp name and fsync the directory."""
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+    finally:
+        file.close()
     for candidate in names.numbered_names(base_name):
         target = data_dir / candidate
         try:
@@ -75,3 +146,21 @@ def save_verified(file: BinaryIO, temp: Path, data_dir: Path, base_name: str) ->
         except OSError:
             pass
     return target
+
+
+def remove_stale_parts(data_dir: Path, older_than: float) -> int:
+    """Remove temp files of transfers that died with their process (kill -9, power cut)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        candidates = list(data_dir.glob(".uvf-*.part"))
+    except OSError:
+        return 0
+    for part in candidates:
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed

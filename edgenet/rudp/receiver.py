@@ -4,37 +4,33 @@ States: RECEIVING -> VERIFYING -> DONE, or FAILED from any of them.
 
 * RECEIVING: created from an accepted OFFER (ACCEPT is queued at once and repeated whenever the
   OFFER is). DATA chunks within the advertised window are kept in a reorder buffer until the
-  in-order prefix can be written; in-order bytes are written through ``ChunkWriter`` in blocks and
-  hashed as they go. Chunks beyond the window are dropped (flow control); duplicates are counted.
-  One ACK (cumulative point, limit, SACK ranges, timestamp echo) is produced per
-  ``datagrams_to_send`` call, i.e. once per batch of datagrams, not per datagram.
-* VERIFYING: every byte arrived and the SHA-256 matched; ``DataComplete`` asks the adapter to
+  in-order prefix can be written; in-order bytes are hashed and handed to the adapter in blocks
+  (``take_writes``: offset and bytes), which writes them off the event loop and reports back
+  (``writes_done``, or ``write_failed``). Chunks beyond the window are dropped (flow control);
+  duplicates are counted. One ACK (cumulative point, limit, SACK ranges, timestamp echo) is
+  produced per ``datagrams_to_send`` call, i.e. once per batch of datagrams, not per datagram.
+* VERIFYING: every byte is written and the SHA-256 matched; ``DataComplete`` asks the adapter to
   fsync and rename, after which it calls ``confirm_saved``. A mismatch fails with
   "hash_mismatch" instead.
 * DONE: DONE is sent, and re-sent whenever a FIN or a duplicate chunk shows it was lost, until a
   CLOSE arrives or ``linger`` seconds pass.
 
 A sender silent for ``idle_timeout`` seconds (before DONE) fails the transfer with "timeout".
-Memory is bounded by the window: at most ``window`` chunks are buffered.
+Memory is bounded by the window: the advertised limit is the first chunk not yet written plus
+``window``, so chunks buffered for reordering and bytes waiting to be written are at most
+``window`` chunks together. ``written_bytes`` is the prefix of the file that is on disk.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
 from . import packet as pk
-from .events import DataComplete, TransferCompleted, TransferEventCore, TransferFailed
+from .events import DataComplete, TransferCompleted
 from .rangeset import RangeSet
-
-Address = tuple[object, ...]
-
-
-class ChunkWriter(Protocol):
-    def write(self, data: bytes) -> object: ...
+from .side import Address, TransferSide
 
 
 @dataclass(frozen=True)
@@ -55,26 +51,22 @@ class ReceiverState(enum.Enum):
     FAILED = "failed"
 
 
-class Receiver:
+class Receiver(TransferSide):
     def __init__(
         self,
         offer: pk.Offer,
         *,
         peer: Address,
-        writer: ChunkWriter,
         now: float,
         config: ReceiverConfig = ReceiverConfig(),
     ) -> None:
         if not pk.MIN_CHUNK_SIZE <= offer.chunk_size <= pk.MAX_CHUNK_SIZE:
             raise ValueError("chunk size out of range")
-        self.transfer_id = offer.transfer_id
+        super().__init__(offer.transfer_id, peer)
         self.offer = offer
-        self.peer = peer
         self.state = ReceiverState.RECEIVING
         self.duplicates = 0
         self.dropped_window = 0
-        self.dropped_wrong_peer = 0
-        self.dropped_malformed = 0
         self.acks_sent = 0
         self._config = config
         self._chunk = offer.chunk_size
@@ -82,15 +74,16 @@ class Receiver:
         self._total = (offer.size + self._chunk - 1) // self._chunk
         self._last_len = offer.size - (self._total - 1) * self._chunk if self._total else 0
         self.window = min(max(config.window_bytes // self._chunk, 16), 65536)
-        self._writer = writer
         self._sha = hashlib.sha256()
-        self._events: deque[TransferEventCore] = deque()
         self._buffer: dict[int, bytes] = {}
         self._above = RangeSet()
         self._cum = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._written = 0
+        self._writes: list[tuple[int, bytes]] = []  # hashed, waiting for take_writes
+        self._handed = 0  # bytes handed out to be written (hashed)
+        self._written = 0  # bytes the adapter reported written
+        self._limit = self.window  # advertised limit (never lowered)
         self._last_heard = now
         self._echo = offer.timestamp
         self._echo_time = now
@@ -99,23 +92,45 @@ class Receiver:
         self._done_due = False
         self._saved_name = ""
         self._linger_deadline: float | None = None
-        self._outbox: list[bytes] = []
         self._check_complete()
 
     # -- public surface ---------------------------------------------------------------------
 
     @property
     def received_bytes(self) -> int:
-        return self._written + self._pending_bytes
+        return self._handed + self._pending_bytes
+
+    @property
+    def written_bytes(self) -> int:
+        """The prefix of the file the adapter reported written."""
+        return self._written
+
+    def take_writes(self) -> list[tuple[int, bytes]]:
+        """In-order blocks ``(offset, bytes)`` to write to the file, each handed out once;
+        report them with ``writes_done``. Call before ``datagrams_to_send`` so the limit in
+        its ACK counts what was written."""
+        if self._pending:
+            self._flush()
+        writes, self._writes = self._writes, []
+        return writes
+
+    def writes_done(self, nbytes: int) -> None:
+        """``nbytes`` more of the handed-out bytes are on disk (in order)."""
+        if self.state is ReceiverState.FAILED:
+            return
+        self._written = min(self._written + nbytes, self._handed)
+        if self._written // self._chunk + self.window > self._limit:
+            self._ack_due = True  # a window update: the sender may be waiting for room
+        self._check_complete()
+
+    def write_failed(self, reason: str) -> None:
+        self.abort("io_error", f"receiver cannot write: {reason}")
 
     @property
     def finished(self) -> bool:
         if self.state is ReceiverState.FAILED:
             return not self._outbox
         return self.state is ReceiverState.DONE and self._linger_deadline is None
-
-    def next_event(self) -> TransferEventCore | None:
-        return self._events.popleft() if self._events else None
 
     def confirm_saved(self, saved_name: str, now: float) -> None:
         """The adapter fsynced and renamed the file: tell the sender."""
@@ -129,21 +144,12 @@ class Receiver:
         )
         self._linger_deadline = now + linger
 
-    def abort(self, code: str, message: str) -> None:
-        """Give up locally (disk error, closing); the sender is told with an ABORT."""
-        if self.state in (ReceiverState.DONE, ReceiverState.FAILED):
-            return
-        self._outbox.append(pk.encode_abort(pk.Abort(self.transfer_id, code, message)))
-        self._fail(code, message, by_peer=False)
+    def _over(self) -> bool:
+        return self.state in (ReceiverState.DONE, ReceiverState.FAILED)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        if addr != self.peer:
-            self.dropped_wrong_peer += 1
-            return
-        try:
-            p = pk.decode(data)
-        except pk.PacketError:
-            self.dropped_malformed += 1
+        p = self._decode(data, addr)
+        if p is None:
             return
         if p.transfer_id != self.transfer_id or self.state is ReceiverState.FAILED:
             return
@@ -180,16 +186,17 @@ class Receiver:
         if self.state is ReceiverState.FAILED:
             return out
         tid = self.transfer_id
+        limit = self._advertised_limit()
         if self._accept_due:
             self._accept_due = False
-            out.append(pk.encode_accept(pk.Accept(tid, self._cum + self.window, self._echo)))
+            out.append(pk.encode_accept(pk.Accept(tid, limit, self._echo)))
         if self._ack_due and self.state is not ReceiverState.DONE:
             self._ack_due = False
             delay = int((now - self._echo_time) * 1e6)
             ack = pk.Ack(
                 tid,
                 self._cum,
-                self._cum + self.window,
+                limit,
                 self._echo,
                 max(delay, 0),
                 tuple(self._above),
@@ -225,11 +232,17 @@ class Receiver:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _fail(self, code: str, message: str, *, by_peer: bool) -> None:
+    def _advertised_limit(self) -> int:
+        # What is not on disk yet counts against the window, so a slow disk slows the sender
+        # instead of queueing writes in memory. Never lowered: the sender may use what it got.
+        self._limit = max(self._limit, self._written // self._chunk + self.window)
+        return self._limit
+
+    def _enter_failed(self) -> None:
         self.state = ReceiverState.FAILED
         self._buffer.clear()
         self._pending.clear()
-        self._events.append(TransferFailed(self.transfer_id, code, message, by_peer))
+        self._writes.clear()
 
     def _on_data(self, p: pk.Data, now: float) -> None:
         index = p.index
@@ -250,7 +263,7 @@ class Receiver:
                 self._ack_due = True
             return
         self._ack_due = True
-        if index >= cum + self.window:
+        if index >= self._limit:
             self.dropped_window += 1
             return
         if index == cum:
@@ -276,19 +289,20 @@ class Receiver:
         block = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        try:
-            self._writer.write(block)
-        except OSError as exc:
-            self.abort("io_error", f"receiver cannot write: {exc.strerror or exc}")
-            return
         self._sha.update(block)
-        self._written += len(block)
-        self._check_complete()
+        self._writes.append((self._handed, block))
+        self._handed += len(block)
+        if self._cum == self._total and self._sha.digest() != self.offer.sha256:
+            self.abort("hash_mismatch", "SHA-256 of the received file does not match the offer")
 
     def _check_complete(self) -> None:
-        if self.state is not ReceiverState.RECEIVING or self._cum < self._total or self._pending:
+        if (
+            self.state is not ReceiverState.RECEIVING
+            or self._cum < self._total
+            or self._written < self._size
+        ):
             return
-        if self._sha.digest() != self.offer.sha256:
+        if self._sha.digest() != self.offer.sha256:  # an empty file is complete at once
             self.abort("hash_mismatch", "SHA-256 of the received file does not match the offer")
             return
         self.state = ReceiverState.VERIFYING

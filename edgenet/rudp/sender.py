@@ -12,8 +12,10 @@ States: OFFERING -> SENDING -> FINISHING -> DONE, or FAILED from any of them.
 * DONE: a CLOSE goes out once; the transfer is finished.
 
 A peer silent for ``idle_timeout`` seconds fails the transfer with code "timeout". The sender
-reads the file through ``ChunkReader`` (the adapter's file, or bytes in tests) and keeps nothing
-but a read-ahead block and per-chunk bookkeeping for the window.
+does no file I/O: its ``SendBuffer`` says which byte ranges it wants (``wanted_reads``), the
+adapter reads them (off the event loop) and hands them back (``supply``); until they arrive,
+new chunks wait. It keeps the unacknowledged bytes (bounded by the buffer) and per-chunk
+bookkeeping for the window.
 """
 
 from __future__ import annotations
@@ -23,19 +25,14 @@ import enum
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import packet as pk
 from .congestion import CongestionConfig, CongestionController
-from .events import OfferAccepted, TransferCompleted, TransferEventCore, TransferFailed
+from .events import OfferAccepted, TransferCompleted
 from .rangeset import RangeSet
 from .recovery import RtoConfig, RttEstimator, SentChunks
-
-Address = tuple[object, ...]
-
-
-class ChunkReader(Protocol):
-    def read(self, offset: int, size: int) -> bytes: ...
+from .sendbuffer import BLOCK_BYTES, BUFFER_BYTES, READ_AHEAD_BLOCKS, SendBuffer
+from .side import Address, TransferSide
 
 
 @dataclass(frozen=True)
@@ -46,8 +43,12 @@ class SenderConfig:
     congestion: CongestionConfig = field(default_factory=CongestionConfig)
     #: At most this many datagrams per datagrams_to_send() call (bounds one burst).
     max_datagrams_per_call: int = 256
-    #: Sequential read-ahead from the file, in bytes (one block held in memory).
-    read_block: int = 256 * 1024
+    #: The file is read in blocks of this many bytes (rounded down to whole chunks) ...
+    read_block: int = BLOCK_BYTES
+    #: ... this many blocks ahead of the next new chunk ...
+    read_ahead_blocks: int = READ_AHEAD_BLOCKS
+    #: ... holding at most this many bytes (unacknowledged chunks plus read-ahead).
+    buffer_bytes: int = BUFFER_BYTES
 
 
 class SenderState(enum.Enum):
@@ -58,7 +59,7 @@ class SenderState(enum.Enum):
     FAILED = "failed"
 
 
-class Sender:
+class Sender(TransferSide):
     def __init__(
         self,
         *,
@@ -68,27 +69,28 @@ class Sender:
         filename: str,
         size: int,
         sha256: bytes,
-        reader: ChunkReader,
         now: float,
         config: SenderConfig = SenderConfig(),
     ) -> None:
         if not pk.MIN_CHUNK_SIZE <= config.chunk_size <= pk.MAX_CHUNK_SIZE:
             raise ValueError(f"chunk size must be in [{pk.MIN_CHUNK_SIZE}, {pk.MAX_CHUNK_SIZE}]")
-        self.transfer_id = transfer_id
-        self.peer = peer
+        super().__init__(transfer_id, peer)
         self.size = size
         self.state = SenderState.OFFERING
         self.retransmissions = 0
         self.datagrams_sent = 0
-        self.dropped_wrong_peer = 0
-        self.dropped_malformed = 0
         self._config = config
         self._chunk = config.chunk_size
         self._total = (size + self._chunk - 1) // self._chunk
-        self._reader = reader
+        self._buffer = SendBuffer(
+            size,
+            self._chunk,
+            block_bytes=config.read_block,
+            read_ahead=config.read_ahead_blocks,
+            buffer_bytes=config.buffer_bytes,
+        )
         self._epoch = now
         self._offer = pk.Offer(transfer_id, size, self._chunk, sha256, sender_name, filename, 0)
-        self._events: deque[TransferEventCore] = deque()
         self.rtt = RttEstimator(config.rto)
         self.cc = CongestionController(config.congestion)
         self._sent = SentChunks()
@@ -110,10 +112,6 @@ class Sender:
         self._rto_deadline: float | None = None
         self._loss_time: float | None = None
         self._pace_time: float | None = None
-        self._outbox: list[bytes] = []  # ABORT / CLOSE waiting for datagrams_to_send
-        self._block_first = 0
-        self._block = memoryview(b"")
-        self._block_chunks = 0
         self._header_prefix = pk.HEADER.pack(pk.MAGIC, pk.VERSION, pk.PacketType.DATA, transfer_id)
 
     # -- public surface ---------------------------------------------------------------------
@@ -132,24 +130,24 @@ class Sender:
     def finished(self) -> bool:
         return self.state in (SenderState.DONE, SenderState.FAILED) and not self._outbox
 
-    def next_event(self) -> TransferEventCore | None:
-        return self._events.popleft() if self._events else None
-
-    def abort(self, code: str, message: str) -> None:
-        """Give up locally (cancelled, closing); the peer is told with an ABORT."""
+    def wanted_reads(self) -> list[tuple[int, int]]:
+        """Byte ranges ``(offset, length)`` of the file to read and ``supply``; each range
+        is asked for once."""
         if self.state in (SenderState.DONE, SenderState.FAILED):
-            return
-        self._outbox.append(pk.encode_abort(pk.Abort(self.transfer_id, code, message)))
-        self._fail(code, message, by_peer=False)
+            return []
+        return self._buffer.wanted(self._next_new)
+
+    def supply(self, offset: int, data: bytes) -> None:
+        """The bytes of a range ``wanted_reads`` asked for."""
+        if not self._buffer.supply(offset, data):
+            self.abort("unreadable", "the file got shorter while being sent")
+
+    def _over(self) -> bool:
+        return self.state in (SenderState.DONE, SenderState.FAILED)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        if addr != self.peer:
-            self.dropped_wrong_peer += 1
-            return
-        try:
-            p = pk.decode(data)
-        except pk.PacketError:
-            self.dropped_malformed += 1
+        p = self._decode(data, addr)
+        if p is None:
             return
         if p.transfer_id != self.transfer_id:
             self.dropped_malformed += 1
@@ -244,9 +242,8 @@ class Sender:
     def _timestamp(self, now: float) -> int:
         return int((now - self._epoch) * 1e6) & pk.U32
 
-    def _fail(self, code: str, message: str, *, by_peer: bool) -> None:
+    def _enter_failed(self) -> None:
         self.state = SenderState.FAILED
-        self._events.append(TransferFailed(self.transfer_id, code, message, by_peer))
 
     def _rtt_sample(self, echo: int, delay_us: int, now: float) -> None:
         if echo == self._last_echo:
@@ -264,6 +261,7 @@ class Sender:
             newly += self._acked.add(self._cum, cumulative)
             self._acked.remove_below(cumulative)
             self._cum = cumulative
+            self._buffer.release_below(cumulative)
         for start, end in ack.ranges:
             if start >= top:
                 break
@@ -315,22 +313,6 @@ class Sender:
                 self._lost.append(index)
         self.cc.on_lost(len(indexes))
 
-    def _chunk_bytes(self, index: int) -> bytes | memoryview:
-        offset = index * self._chunk
-        length = min(self._chunk, self.size - offset)
-        rel = index - self._block_first
-        if 0 <= rel < self._block_chunks:
-            start = rel * self._chunk
-            return self._block[start : start + length]
-        if index == self._next_new:
-            per_block = max(1, self._config.read_block // self._chunk)
-            block = self._reader.read(offset, min(per_block * self._chunk, self.size - offset))
-            self._block = memoryview(block)
-            self._block_first = index
-            self._block_chunks = (len(block) + self._chunk - 1) // self._chunk
-            return self._block[:length]
-        return self._reader.read(offset, length)
-
     def _send_data(self, now: float, out: list[bytes]) -> None:
         srtt = self.rtt.smoothed(0.1)
         budget = min(self.cc.send_budget(now, srtt), self._config.max_datagrams_per_call)
@@ -342,26 +324,36 @@ class Sender:
         ts = self._timestamp(now)
         count = 0
         lost, lost_set = self._lost, self._lost_set
+        chunk_bytes = self._buffer.chunk
         while count < n and lost:
             index = lost.popleft()
             if index not in lost_set:
                 continue  # acknowledged after all
+            data = chunk_bytes(index)
+            if data is None:  # cannot happen: unacknowledged blocks stay held
+                lost.appendleft(index)
+                break
             lost_set.discard(index)
             self._resent_at[index] = now
-            out.append(prefix + pack(index, ts) + self._chunk_bytes(index))
+            out.append(prefix + pack(index, ts) + data)
             sent.on_sent(index, self._pn, now)
             self._pn += 1
             count += 1
             self.retransmissions += 1
         limit = min(self._total, self._peer_limit)
+        starved = False  # the next new chunk's bytes are still being read
         while count < n and self._next_new < limit:
             index = self._next_new
-            out.append(prefix + pack(index, ts) + self._chunk_bytes(index))
+            data = chunk_bytes(index)
+            if data is None:
+                starved = True
+                break
+            out.append(prefix + pack(index, ts) + data)
             self._next_new = index + 1
             sent.on_sent(index, self._pn, now)
             self._pn += 1
             count += 1
-        more = bool(lost) or self._next_new < limit
+        more = bool(lost) or (self._next_new < limit and not starved)
         if count:
             self.cc.on_sent(count)
             if self._rto_deadline is None:

@@ -9,6 +9,7 @@ Python pays per call, not per byte, so the hot paths move many datagrams per sys
   (``UDP_SEGMENT``), at most ``MAX_GSO_SEGMENTS`` datagrams and 65000 bytes per call.
 
 Either offload silently falls back to one datagram per call where the kernel refuses it.
+While the socket's send buffer is full, ``QueuedSender`` keeps datagrams in a bounded queue.
 No asyncio here; the endpoint calls these from its reader/writer callbacks.
 """
 
@@ -18,6 +19,7 @@ import errno
 import ipaddress
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
@@ -29,6 +31,9 @@ MAX_GSO_BYTES = 65000
 #: recvmsg calls per wake-up: bounds the time one wake-up spends before ACKs and timers run.
 MAX_RECV_CALLS = 256
 RECV_BUFFER = 65535
+#: Datagrams waiting while the socket's send buffer is full; beyond this they are dropped
+#: (counted) and the protocol recovers them as loss.
+MAX_SEND_QUEUE = 8192
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _INT = struct.Struct("=i")
 _U16 = struct.Struct("=H")
@@ -45,7 +50,7 @@ def open_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
         if family == socket.AF_INET6:
             try:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except OSError:
+            except (OSError, AttributeError):
                 pass
         tune_socket(sock, buffer_bytes)
         sock.bind((host, port))
@@ -192,3 +197,53 @@ class BatchSender:
                 continue
             self.calls += 1
             i = j
+
+
+class QueuedSender:
+    """``BatchSender`` with a queue (at most ``max_queue`` datagrams, the rest dropped and
+    counted) for the time the socket's send buffer is full."""
+
+    def __init__(self, sock: socket.socket, gso: bool, max_queue: int = MAX_SEND_QUEUE) -> None:
+        self.batch = BatchSender(sock, gso)
+        self.dropped = 0
+        self._max = max_queue
+        self._queue: deque[tuple[SockAddr, bytes]] = deque()
+
+    def send(self, addr: SockAddr, datagrams: list[bytes]) -> bool:
+        """Send or queue; True when the socket just filled up: call ``flush`` once it is
+        writable again."""
+        if self._queue:
+            self._enqueue(addr, datagrams)
+            return False
+        try:
+            self.batch.send(addr, datagrams)
+        except SendBlocked as blocked:
+            self._enqueue(addr, datagrams[blocked.sent :])
+            return True
+        return False
+
+    def flush(self) -> bool:
+        """Send what is queued; True once the queue is empty."""
+        queue = self._queue
+        while queue:
+            addr = queue[0][0]
+            batch: list[bytes] = []
+            while queue and queue[0][0] == addr and len(batch) < MAX_GSO_SEGMENTS:
+                batch.append(queue.popleft()[1])
+            try:
+                self.batch.send(addr, batch)
+            except SendBlocked as blocked:
+                for d in reversed(batch[blocked.sent :]):
+                    queue.appendleft((addr, d))
+                return False
+        return True
+
+    def clear(self) -> None:
+        self._queue.clear()
+
+    def _enqueue(self, addr: SockAddr, datagrams: list[bytes]) -> None:
+        room = max(self._max - len(self._queue), 0)
+        if len(datagrams) > room:
+            self.dropped += len(datagrams) - room
+            datagrams = datagrams[:room]
+        self._queue.extend((addr, d) for d in datagrams)
