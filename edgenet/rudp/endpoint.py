@@ -23,6 +23,7 @@ import functools
 import ipaddress
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -38,6 +39,9 @@ log = structlog.get_logger(__name__)
 
 #: How long ``close`` waits for files being saved, and then for the last file operations.
 CLOSE_WAIT = 10.0
+#: Worker threads for file operations (one operation per transfer at a time), apart from the
+#: loop's default executor so that a slow disk cannot starve its other users.
+FILE_THREADS = 4
 
 
 class TransferEndpoint:
@@ -55,6 +59,7 @@ class TransferEndpoint:
         self._core = TransferSet(options, data_dir)
         self.stats: EndpointStats = self._core.stats
         self._files = files.TransferFiles(data_dir)
+        self._threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="uvf-files")
         self._gro = options.use_gro and udpsocket.enable_gro(sock)
         self._out = udpsocket.QueuedSender(sock, options.use_gso)
         self._timer: asyncio.TimerHandle | None = None
@@ -191,6 +196,7 @@ class TransferEndpoint:
         deadline = self._loop.time() + CLOSE_WAIT
         while self._ops and (left := deadline - self._loop.time()) > 0:
             await asyncio.wait(list(self._ops), timeout=left)
+        self._threads.shutdown(wait=False)  # what still hangs (a dead disk) is left to it
         self._out.clear()
         self._sock.close()
         self._update_idle()
@@ -248,7 +254,10 @@ class TransferEndpoint:
             future = self._futures.get(op.transfer_id)
             if future is not None and not future.done():
                 future.set_exception(TransferError("closed", "the transfer endpoint closed"))
-        running = self._loop.run_in_executor(None, self._files.run, op)
+        try:
+            running = self._loop.run_in_executor(self._threads, self._files.run, op)
+        except RuntimeError:  # closed after a hung operation: the stale-file sweep cleans up
+            return
         self._ops[running] = op
         running.add_done_callback(functools.partial(self._op_done, op))
 
