@@ -2,7 +2,7 @@
 
 ``PeerLink`` owns the UDP socket from start-up on, so the port sent in the login request is
 really ours and a taken port is reported before anything else happens. After login, ``start``
-hands the socket to the reliable-UDP engine (``edgenet.rudp.TransferEndpoint``), which from
+hands the socket to the reliable-UDP engine (``edgenet.rudp.endpoint.TransferEndpoint``), which from
 then on receives files into the data dir as ``<sender>_<name>`` while the shell keeps reading
 commands; the link turns the engine's events into one line each for the user (``announce``)
 and, on a terminal, into progress bars (``status``).
