@@ -221,7 +221,8 @@ def test_silent_sender_fails_receiver() -> None:
     receiver.handle_timer(1.999)
     assert receiver.state is ReceiverState.RECEIVING
     receiver.handle_timer(2.0)
-    assert receiver.state is ReceiverState.FAILED
+    state: ReceiverState = receiver.state  # (mypy would keep the narrowing from above)
+    assert state is ReceiverState.FAILED
     event = receiver.next_event()
     assert isinstance(event, TransferFailed) and event.code == "timeout" and not event.by_peer
     out = receiver.datagrams_to_send(2.0)

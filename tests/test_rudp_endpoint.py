@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,9 @@ async def pair(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     """Factory of bound endpoints, all closed at the end."""
     endpoints: list[TransferEndpoint] = []
 
-    async def make(name: str, **kwargs: object) -> TransferEndpoint:
-        ep = await TransferEndpoint.bind(
-            kwargs.pop("host", "127.0.0.1"), 0, tmp_path / name, **kwargs
-        )  # type: ignore[arg-type]
+    async def make(name: str, **kwargs: Any) -> TransferEndpoint:
+        host = str(kwargs.pop("host", "127.0.0.1"))
+        ep = await TransferEndpoint.bind(host, 0, tmp_path / name, **kwargs)
         endpoints.append(ep)
         return ep
 
@@ -239,7 +239,7 @@ async def test_no_answer_times_out(tmp_path: Path, pair: Callable[..., object]) 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))
         with pytest.raises(TransferError) as info:
-            await asyncio.wait_for(alpha.send_file(hole.getsockname(), src, "alpha"), 5)  # type: ignore[arg-type]
+            await asyncio.wait_for(alpha.send_file(hole.getsockname(), src, "alpha"), 5)
         assert info.value.code == "timeout"
         offers = 0
         hole.setblocking(False)
@@ -317,13 +317,13 @@ async def test_concurrent_transfers_both_directions(
     for i, (frm, to) in enumerate(plan):
         src = make_file(tmp_path / f"file{i}.bin", 3_000_000 + i * 1000, seed=i)
         sources[(frm, to, i)] = src
-        jobs.append(eps[frm].send_file(("127.0.0.1", eps[to].port), src, frm))  # type: ignore[attr-defined]
+        jobs.append(eps[frm].send_file(("127.0.0.1", eps[to].port), src, frm))
     results = await asyncio.wait_for(asyncio.gather(*jobs), 30)
     assert results == [3_000_000 + i * 1000 for i in range(len(plan))]
     for (frm, to, i), src in sources.items():
         assert sha(tmp_path / to / f"{frm}_file{i}.bin") == sha(src)
     for ep in eps.values():
-        assert await ep.wait_idle(2)  # type: ignore[attr-defined]
+        assert await ep.wait_idle(2)
 
 
 async def test_ipv6_socket_serves_ipv4_and_ipv6_peers(
