@@ -431,3 +431,34 @@ def test_importing_the_cores_loads_no_asyncio_socket_or_structlog() -> None:
     out = subprocess.run([sys.executable, "-c", adapter], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "True True"
+
+
+def test_sender_held_back_by_the_limit_probes_for_a_lost_window_update() -> None:
+    """All sent chunks acknowledged, the receiver's limit holds the rest back: if the ACK
+    that raises the limit is lost, a resent last chunk (TCP's persist probe) asks again."""
+    import hashlib
+
+    from edgenet.rudp.sender import Sender, SenderConfig
+
+    data = bytes(100 * 100)
+    s = Sender(transfer_id=3, peer=("p", 1), sender_name="a", filename="f", size=len(data),
+               sha256=hashlib.sha256(data).digest(), now=0.0,
+               config=SenderConfig(chunk_size=100, idle_timeout=100.0))
+    for offset, length in s.wanted_reads():
+        s.supply(offset, data[offset : offset + length])
+    s.datagrams_to_send(0.0)  # OFFER
+    s.receive_datagram(pk.encode_accept(pk.Accept(3, 16, 0)), ("p", 1), 0.01)
+    sent = [pk.decode(d) for d in s.datagrams_to_send(0.01)]
+    assert [p.index for p in sent if isinstance(p, pk.Data)] == list(range(16))
+    s.receive_datagram(pk.encode_ack(pk.Ack(3, 16, 16, 0, 0, ())), ("p", 1), 0.02)
+    assert s.datagrams_to_send(0.02) == []
+    deadline = s.get_timer()
+    assert deadline is not None and deadline < 1.0  # the probe, not the idle timeout
+    s.handle_timer(deadline)
+    (probe,) = [pk.decode(d) for d in s.datagrams_to_send(deadline)]
+    assert isinstance(probe, pk.Data) and probe.index == 15 and probe.payload == data[1500:1600]
+    assert s.retransmissions == 0  # not counted as a loss
+    s.receive_datagram(pk.encode_ack(pk.Ack(3, 16, 40, 0, 0, ())), ("p", 1), deadline + 0.01)
+    more = [pk.decode(d) for d in s.datagrams_to_send(deadline + 0.01)]
+    indexes = [p.index for p in more if isinstance(p, pk.Data)]
+    assert indexes and indexes == list(range(16, 16 + len(indexes)))  # new data flows again

@@ -119,7 +119,7 @@ class Receiver(TransferSide):
         if self.state is ReceiverState.FAILED:
             return
         self._written = min(self._written + nbytes, self._handed)
-        if self._written // self._chunk + self.window > self._limit:
+        if self._limit_target() > self._limit:
             self._ack_due = True  # a window update: the sender may be waiting for room
         self._check_complete()
 
@@ -232,10 +232,16 @@ class Receiver(TransferSide):
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _limit_target(self) -> int:
+        # Bytes not yet on disk beyond two write blocks (a disk slower than the network) count
+        # against the window, so a slow disk slows the sender instead of filling memory.
+        if self._handed - self._written <= 2 * self._config.write_block:
+            return self._cum + self.window
+        return self._written // self._chunk + self.window
+
     def _advertised_limit(self) -> int:
-        # What is not on disk yet counts against the window, so a slow disk slows the sender
-        # instead of queueing writes in memory. Never lowered: the sender may use what it got.
-        self._limit = max(self._limit, self._written // self._chunk + self.window)
+        # Never lowered: the sender may use what it was given.
+        self._limit = max(self._limit, self._limit_target())
         return self._limit
 
     def _enter_failed(self) -> None:

@@ -110,6 +110,7 @@ class Sender(TransferSide):
         self._deadline: float | None = now  # offer / FIN retransmission; None while SENDING
         self._due = True  # an OFFER or FIN is due now
         self._rto_deadline: float | None = None
+        self._window_probe = False  # resend the last chunk to learn the receiver's limit
         self._loss_time: float | None = None
         self._pace_time: float | None = None
         self._header_prefix = pk.HEADER.pack(pk.MAGIC, pk.VERSION, pk.PacketType.DATA, transfer_id)
@@ -223,7 +224,11 @@ class Sender(TransferSide):
             self._detect_lost(now)
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self.timeouts += 1
-            if self.rtt.backoff == 1:
+            if not len(self._sent) and not self._lost:
+                # Nothing in flight, the receiver's limit holds the rest back, and the ACK
+                # that raises it may have been lost: probe (TCP's persist timer).
+                self._window_probe = True
+            elif self.rtt.backoff == 1:
                 # First expiry since the last progress: probe, as QUIC's PTO does (RFC 9002
                 # 6.2.4): resend the oldest chunks in flight. Their acknowledgement restarts
                 # loss detection for the rest (a lost tail), and a late ACK or a stalled
@@ -261,7 +266,8 @@ class Sender(TransferSide):
             newly += self._acked.add(self._cum, cumulative)
             self._acked.remove_below(cumulative)
             self._cum = cumulative
-            self._buffer.release_below(cumulative)
+            # (the last chunk sent stays held: it is what a window probe resends)
+            self._buffer.release_below(min(cumulative, self._next_new - 1))
         for start, end in ack.ranges:
             if start >= top:
                 break
@@ -325,6 +331,11 @@ class Sender(TransferSide):
         count = 0
         lost, lost_set = self._lost, self._lost_set
         chunk_bytes = self._buffer.chunk
+        if self._window_probe:
+            self._window_probe = False
+            probe = chunk_bytes(self._next_new - 1)  # acknowledged: the receiver will ACK it
+            if probe is not None:
+                out.append(prefix + pack(self._next_new - 1, ts) + probe)
         while count < n and lost:
             index = lost.popleft()
             if index not in lost_set:
@@ -358,6 +369,10 @@ class Sender(TransferSide):
             self.cc.on_sent(count)
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto
+        elif self._rto_deadline is None and not (len(sent) or lost) and limit <= self._next_new:
+            # Everything sent is acknowledged and the receiver's limit holds the rest back:
+            # arm the window probe (handle_timer), in case the ACK that raises it is lost.
+            self._rto_deadline = now + self.rtt.rto if self._next_new < self._total else None
         if more and count >= room:
             self.cc.on_window_limited()
             self._pace_time = None  # the next ACK opens the window
