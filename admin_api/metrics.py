@@ -35,7 +35,7 @@ class ServerMetrics:
         r = self.registry
         self.devices = Gauge("edgenet_devices_connected", "Devices logged in now", registry=r)
         Gauge("edgenet_connections_open", "TCP connections open now (logged in or not)",
-              registry=r).set_function(lambda: len(server.connections))
+              registry=r).set_function(lambda: server.connection_count)
         self.blocked = Gauge("edgenet_device_names_blocked",
                              "Device names blocked now after failed logins", registry=r)
         Gauge("edgenet_start_time_seconds", "When the server started (Unix time)",

@@ -106,6 +106,11 @@ class EdgeServer:
         return [(str(a[0]), int(a[1])) for a in addresses]
 
     @property
+    def connection_count(self) -> int:
+        """Device connections open now (logged in or not)."""
+        return len(self.connections)
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
@@ -260,7 +265,7 @@ class EdgeServer:
     async def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),
                 "devices": await self.state.presence.count(),
-                "connections": len(self.connections)}
+                "connections": self.connection_count}
 
 
 async def serve(config: ServerConfig, credentials: Credentials,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import structlog
 
@@ -224,7 +223,7 @@ class DeviceConnection:
             return False
         started = time.perf_counter()
         self.busy = True
-        reply: m.Reply | Sequence[bytes | memoryview]
+        reply: m.Reply | list[bytes | memoryview]
         try:
             if isinstance(req, m.Compute):
                 reply = await commands.compute(self.state, self.name, req)
@@ -263,12 +262,12 @@ class DeviceConnection:
         self._finish_command(req, reply, self._started)
         await self._drain()
 
-    def _finish_command(self, req: m.Request, reply: m.Reply | Sequence[bytes | memoryview],
+    def _finish_command(self, req: m.Request, reply: m.Reply | list[bytes | memoryview],
                         started: float) -> None:
         if isinstance(reply, m.ErrorReply):
             outcome = reply.code
             self._send(reply)
-        elif isinstance(reply, Sequence):  # already framed, in pieces (AED)
+        elif isinstance(reply, list):  # already framed, in pieces (AED)
             outcome = "ok"
             if not self.proto.closed:
                 for piece in self.proto.send_encoded(reply):
