@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import random
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,7 +15,14 @@ from hypothesis import strategies as st
 
 from edgenet.rudp import packet as pk
 from edgenet.rudp.congestion import CongestionConfig, CongestionController
-from edgenet.rudp.names import NameRefused, check_component, numbered_names, saved_name, temp_name
+from edgenet.rudp.names import (
+    NameRefused,
+    check_component,
+    is_temp_name,
+    numbered_names,
+    saved_name,
+    temp_name,
+)
 from edgenet.rudp.progress import ProgressBar, format_eta, render
 from edgenet.rudp.rangeset import RangeSet, RangeSetFull
 from edgenet.rudp.recovery import RtoConfig, RttEstimator, SentChunks
@@ -309,6 +320,44 @@ def test_numbered_names() -> None:
     long_name = "a" * 252
     assert list(numbered_names(long_name)) == [long_name]  # no numbered variant fits 255 bytes
     assert temp_name(255) == ".uvf-00000000000000ff.part"
+
+
+_NAME_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+
+@given(_NAME_TEXT, _NAME_TEXT, st.integers(0, 2**64 - 1))
+def test_no_saved_name_looks_like_a_temp_name(sender: str, filename: str, tid: int) -> None:
+    """A received file can never be taken for a temp file (and swept away at start-up)."""
+    assert is_temp_name(temp_name(tid))
+    try:
+        base = saved_name(sender, filename)
+    except NameRefused:
+        return
+    for candidate in itertools.islice(numbered_names(base), 3):
+        assert not is_temp_name(candidate)
+
+
+def test_temp_name_pattern_is_exact() -> None:
+    # The names of issue 12 item 14: sender ".uvf-x", file "y.part".
+    assert saved_name(".uvf-x", "y.part") == ".uvf-x_y.part"
+    for name in (".uvf-x_y.part", ".uvf-0123456789ABCDEF.part", ".uvf-0123456789abcde.part",
+                 ".uvf-0123456789abcdef.part.txt", "x.uvf-0123456789abcdef.part"):
+        assert not is_temp_name(name), name
+    assert is_temp_name(".uvf-0123456789abcdef.part")
+
+
+def test_stale_sweep_removes_old_temp_files_only(tmp_path: Path) -> None:
+    from edgenet.rudp.files import remove_stale_parts
+
+    old = time.time() - 3600
+    stale, fresh = tmp_path / temp_name(1), tmp_path / temp_name(2)
+    received = tmp_path / ".uvf-x_y.part"
+    for path in (stale, fresh, received):
+        path.write_bytes(b"x")
+    os.utime(stale, (old, old))
+    os.utime(received, (old, old))
+    assert remove_stale_parts(tmp_path, 120.0) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, received.name])
 
 
 # -- progress --------------------------------------------------------------------------------------

@@ -89,6 +89,27 @@ def test_local_file_stays_inside_the_data_dir(tmp_path: Path) -> None:
     assert local_file(tmp_path, "clips")[2] == "clips is not a regular file"
 
 
+def test_local_file_holds_after_symbolic_links(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "clips").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (data / "clips" / "a.mp4").write_bytes(b"x")
+    (data / "link").symlink_to(outside)  # a folder out of the data dir
+    (data / "leak.txt").symlink_to(outside / "secret.txt")  # a file out of it
+    (data / "clips" / "up").symlink_to("../..")  # out, relative
+    (data / "alias.mp4").symlink_to("clips/a.mp4")  # inside: fine
+    (data / "gone").symlink_to(outside / "nothing")  # out, to nothing: still "outside"
+    for bad in ("link/secret.txt", "leak.txt", "clips/up/outside/secret.txt", "link", "gone"):
+        path, code, message = local_file(data, bad)
+        assert (path, code) == (None, "outside_data_dir"), bad
+        assert message.startswith(f"{bad} is outside the data dir"), bad
+    assert local_file(data, "alias.mp4") == (data / "clips" / "a.mp4", "", "")
+    # A data dir reached through a symbolic link is still the data dir.
+    (tmp_path / "via").symlink_to(data)
+    assert local_file(tmp_path / "via", "clips/a.mp4") == (data / "clips" / "a.mp4", "", "")
+
+
 def test_uvf_options_defaults_match_the_engine_and_are_checked() -> None:
     parser = argparse.ArgumentParser()
     add_uvf_options(parser)

@@ -16,8 +16,9 @@ scripted shell calls it before logging out); every transfer ends by itself, by s
 the engine's idle timeout.
 
 Which files a device may send: ``filename`` is a path relative to the data dir and must stay
-inside it (``clips/a.mp4`` is fine; ``../x`` and absolute paths are refused). The receiver
-only ever sees the last component (``a.mp4``) and applies the engine's name rules.
+inside it with every symbolic link resolved (``clips/a.mp4`` is fine; ``../x``, absolute paths
+and links that lead out are refused). The receiver only ever sees the last component typed
+(``a.mp4``) and applies the engine's name rules.
 """
 
 from __future__ import annotations
@@ -122,17 +123,30 @@ def transfer_options(config: ClientConfig) -> TransferOptions:
 
 
 def local_file(data_dir: Path, filename: str) -> tuple[Path | None, str, str]:
-    """``filename`` resolved in ``data_dir``: (path, "", "") or (None, code, message)."""
+    """``filename`` resolved in ``data_dir``, symbolic links followed: (the real path, "", "")
+    or (None, code, message). What leads out of the data dir, by ``..``, an absolute path or
+    a symbolic link anywhere on the way, is refused."""
     norm = os.path.normpath(filename) if filename else ""
+    outside = (None, "outside_data_dir", (f"{filename} is outside the data dir; UVF sends "
+                                          "files from the data dir only (give a name "
+                                          "relative to it)"))
     if os.path.isabs(filename) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
-        return None, "outside_data_dir", (f"{filename} is outside the data dir; UVF sends files "
-                                          "from the data dir only (give a name relative to it)")
-    path = data_dir / norm
-    if not path.exists():
+        return outside
+    root = os.path.realpath(data_dir)
+    real = os.path.realpath(os.path.join(root, norm))
+    if os.path.commonpath([root, real]) != root:
+        return outside  # before "does not exist": nothing is said about what lies outside
+    if not os.path.exists(real):
         return None, "no_local_file", f"the file {filename} does not exist"
-    if not path.is_file():
+    if not os.path.isfile(real):
         return None, "no_local_file", f"{filename} is not a regular file"
-    return path, "", ""
+    return Path(real), "", ""
+
+
+def offered_name(filename: str) -> str:
+    """The name a file travels under: the last component of what the user typed (not of
+    the file a symbolic link leads to)."""
+    return os.path.basename(os.path.normpath(filename))
 
 
 class PeerLink:
@@ -214,8 +228,9 @@ class PeerLink:
         path, code, problem = await asyncio.to_thread(local_file, self.data_dir, filename)
         if path is None:
             return SendStart(False, problem, code)
+        name = offered_name(filename)
         try:
-            names.saved_name(device, path.name)
+            names.saved_name(device, name)
         except names.NameRefused as exc:
             return SendStart(False, f"cannot send {filename}: {exc}", "bad_name")
         try:
@@ -226,7 +241,7 @@ class PeerLink:
         if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
             return SendStart(False, f"the server gave no usable address for {target_name}",
                              "bad_reply")
-        self._targets[(path.name, port)] = target_name
+        self._targets[(name, port)] = target_name
         outcome: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(self._deliver(endpoint, device, target_name, (ip, port),
                                                    path, filename, outcome, announce_end))
@@ -252,7 +267,7 @@ class PeerLink:
                                                       "aborted", "aborted"))
             raise
         finally:
-            self._targets.pop((path.name, peer[1]), None)
+            self._targets.pop((offered_name(shown), peer[1]), None)
         if result.ok:
             log.info("uvf.sent", target=target, file=shown, size=result.size,
                      duration_ms=int((time.monotonic() - started) * 1000))
@@ -265,7 +280,7 @@ class PeerLink:
     async def _send_one(endpoint: TransferEndpoint, device: str, target: str,
                         peer: tuple[str, int], path: Path, shown: str) -> SendOutcome:
         try:
-            size = await endpoint.send_file(peer, path, device)
+            size = await endpoint.send_file(peer, path, device, name=offered_name(shown))
         except TransferError as exc:
             return SendOutcome(False, f"sending {shown} to {target} failed: {exc.message}",
                                exc.code or UVF_FAILED)

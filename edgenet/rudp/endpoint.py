@@ -131,11 +131,15 @@ class TransferEndpoint:
             return False
         return True
 
-    async def send_file(self, peer: tuple[str, int], path: Path, sender_name: str) -> int:
-        """Send ``path`` to ``peer``; returns the file size once the receiver confirmed it
-        verified the SHA-256 and saved the file. Raises TransferError otherwise."""
+    async def send_file(
+        self, peer: tuple[str, int], path: Path, sender_name: str, *, name: str | None = None
+    ) -> int:
+        """Send ``path`` to ``peer`` as ``name`` (default: its own name); returns the file
+        size once the receiver confirmed it verified the SHA-256 and saved the file. Raises
+        TransferError otherwise. A symbolic link as the last component is not followed."""
         path = Path(path)
-        self._core.check_send(sender_name, path.name)
+        name = path.name if name is None else name
+        self._core.check_send(sender_name, name)
         sockaddr, key = await self._resolve(peer)
         try:
             file, digest, size = await asyncio.to_thread(files.open_to_send, path)
@@ -150,7 +154,7 @@ class TransferEndpoint:
                 sockaddr,
                 key,
                 sender_name=sender_name,
-                filename=path.name,
+                filename=name,
                 size=size,
                 sha256=digest,
                 now=self._loop.time(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -69,10 +70,15 @@ class TransferFiles:
 
 
 def open_to_send(path: Path) -> tuple[BinaryIO, bytes, int]:
-    """Open a regular file and hash it: ``(file, sha256, size)``; raises OSError."""
-    file = open(path, "rb")  # noqa: SIM115 - closed by the caller (or below)
+    """Open a regular file (not through a symbolic link as its last component: the caller
+    checked where the path leads) and hash it: ``(file, sha256, size)``; raises OSError."""
+    # O_NONBLOCK: a FIFO in place of the file must not hang the open (it is refused below);
+    # it changes nothing for a regular file.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    file = open(os.open(path, flags), "rb")  # noqa: SIM115 - closed by the caller (or below)
     try:
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise NotRegularFile(f"{path} is not a regular file")
         digest, size = sha256_of(file)
     except BaseException:
@@ -149,11 +155,13 @@ def save_verified(file: BinaryIO, temp: Path, data_dir: Path, base_name: str) ->
 
 
 def remove_stale_parts(data_dir: Path, older_than: float) -> int:
-    """Remove temp files of transfers that died with their process (kill -9, power cut)."""
+    """Remove temp files of transfers that died with their process (kill -9, power cut):
+    names ``names.is_temp_name`` accepts (never a received file), untouched for
+    ``older_than`` seconds."""
     removed = 0
     cutoff = time.time() - older_than
     try:
-        candidates = list(data_dir.glob(".uvf-*.part"))
+        candidates = [p for p in data_dir.iterdir() if names.is_temp_name(p.name)]
     except OSError:
         return 0
     for part in candidates:

@@ -4,7 +4,8 @@ The receiver saves ``<sender>_<filename>`` in its data directory and nowhere els
 must be a single, plain path component: not empty, not ``.`` or ``..``, no ``/`` or ``\\``, no
 control characters, no Windows drive prefix, and the final name at most 255 bytes of UTF-8.
 A name that breaks a rule is refused, never repaired. An existing file is never overwritten:
-the receiver tries ``name (1).ext``, ``name (2).ext``, ... up to ``MAX_SUFFIX``.
+the receiver tries ``name (1).ext``, ``name (2).ext``, ... up to ``MAX_SUFFIX``. Temp names
+(``temp_name``) can never be saved names: see ``is_temp_name``.
 """
 
 from __future__ import annotations
@@ -66,3 +67,13 @@ def numbered_names(name: str) -> Iterator[str]:
 def temp_name(transfer_id: int) -> str:
     """Where an incoming transfer is written until verified (hidden, in the same folder)."""
     return f".uvf-{transfer_id:016x}.part"
+
+
+#: Exactly what ``temp_name`` makes. A saved name always holds the ``_`` between sender and
+#: file name, which this never does, so no saved name (numbered or not) can match it.
+_TEMP_NAME = re.compile(r"\.uvf-[0-9a-f]{16}\.part")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for names ``temp_name`` makes, and only those."""
+    return _TEMP_NAME.fullmatch(name) is not None
