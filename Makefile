@@ -7,14 +7,14 @@ ATTEMPTS ?= 3
 # Wheels for the zipapp are pure-Python only (py3-none-any), so one file runs on any CPU.
 WHEEL_TAGS := --only-binary=:all: --platform any --implementation py --abi none --python-version 3.10
 
-.PHONY: all venv pyz run test bench bench-quick soak lint clean
+.PHONY: all venv pyz pyz-fleet run test bench bench-quick soak lint clean
 
 all: pyz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[test,bench]'
+	$(VPY) -m pip install --quiet -e '.[test,bench,fleet]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -30,10 +30,28 @@ build/edgenet.pyz: $(VENV)/.installed $(shell find edgenet admin_api -type f \( 
 
 pyz: build/edgenet.pyz
 
+# Fleet mode (docs/FLEET.md): the same program with redis-py and aiobotocore, still
+# pure Python; botocore keeps only its S3 model (edgenet/_fleetbuild.py).
+build/edgenet-fleet.pyz: build/edgenet.pyz
+	rm -rf build/fleet-wheels build/fleet-site build/edgenet-fleet.pyz
+	mkdir -p build/fleet-wheels
+	cp build/wheels/edgenet-*.whl build/fleet-wheels/
+	$(VPY) -m pip download --quiet $(WHEEL_TAGS) -d build/fleet-wheels "$$(ls build/fleet-wheels/edgenet-*.whl)[fleet]"
+	$(VPY) -m pip install --quiet --no-index --find-links build/fleet-wheels --no-compile \
+		--target build/fleet-site "$$(ls build/fleet-wheels/edgenet-*.whl)[fleet]"
+	$(VPY) -m edgenet._fleetbuild build/fleet-site
+	rm -rf build/fleet-site/edgenet build/fleet-site/admin_api build/fleet-site/edgenet-*.dist-info build/fleet-site/bin
+	$(VENV)/bin/shiv --quiet --site-packages build/fleet-site --compressed --reproducible \
+		-p '/usr/bin/env python3' -e edgenet.__main__:main -o build/edgenet-fleet.pyz \
+		--no-index --find-links build/fleet-wheels --no-deps edgenet
+	$(VPY) -m edgenet._buildcheck build/edgenet-fleet.pyz
+
+pyz-fleet: build/edgenet-fleet.pyz
+
 run: build/edgenet.pyz
 	$(PYTHON) build/edgenet.pyz server $(PORT) $(ATTEMPTS) --credentials credentials.txt --data-dir build/server-data
 
-test: build/edgenet.pyz
+test: build/edgenet.pyz build/edgenet-fleet.pyz
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 soak: build/edgenet.pyz

@@ -15,6 +15,7 @@ from edgenet.admin.options import add_admin_parser
 from edgenet.client.options import add_options as add_headless_options
 from edgenet.client.uvf_options import add_uvf_options, uvf_config
 from edgenet.config import SILENT_HEARTBEATS, ClientConfig, ServerConfig, option_default
+from edgenet.server.options import add_options as add_fleet_options
 
 ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
                   "The valid value of argument number is an integer between 1 and 5")
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--tls-cert", default=None, metavar="FILE",
                      help="PEM certificate chain: serve devices over TLS (with --tls-key)")
     lim.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
+    add_fleet_options(srv)
 
     cli = sub.add_parser("client", help="run an edge device (interactive or scripted)",
                          description="Run an edge device: log in to the server at "
@@ -163,6 +165,14 @@ def run_server(args: argparse.Namespace) -> int:
     max_upload = int(_positive(args.max_upload, "--max-upload"))
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both or neither")
+    from edgenet.server import options as fleet_options
+
+    try:
+        fleet = fleet_options.config_fields(args)
+    except fleet_options.OptionError as exc:
+        raise UsageError(str(exc)) from None
+    if fleet.get("redis_url") and fleet_options.missing_fleet_modules(bool(fleet.get("files_url"))):
+        raise UsageError(f"edgenet: {fleet_options.FLEET_HINT}")
     config = ServerConfig(port=port, max_attempts=attempts, host=args.host,
                           credentials=Path(args.credentials), data_dir=Path(args.data_dir),
                           block_seconds=block, log_format=args.log_format,
@@ -178,7 +188,7 @@ def run_server(args: argparse.Namespace) -> int:
                           send_timeout=_positive(args.send_timeout, "--send-timeout"),
                           shutdown_grace=_positive(args.shutdown_grace, "--shutdown-grace"),
                           tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-                          tls_key=Path(args.tls_key) if args.tls_key else None)
+                          tls_key=Path(args.tls_key) if args.tls_key else None, **fleet)
     events = None
     if config.admin_enabled:
         from admin_api import admin_config_error

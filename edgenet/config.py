@@ -45,6 +45,24 @@ class ServerConfig:
     #: PEM certificate chain and private key: serve devices over TLS when both are set.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Expect a PROXY protocol header (v1 or v2) first on every device connection, and
+    #: only from these networks (``--trusted-proxies``); the header names the device.
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # -- fleet mode (docs/FLEET.md): on when ``redis_url`` is set ---------------------
+    #: ``redis://``, ``rediss://`` or ``unix://``: presence, lockouts, events, logs and
+    #: file metadata are shared there.
+    redis_url: str | None = None
+    #: This node's name in the fleet (None: host name and port).
+    node_id: str | None = None
+    #: ``s3://BUCKET/PREFIX``: the data files live there (None: in the data dir).
+    files_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    #: Seconds after which a node that stopped renewing its lease loses its devices.
+    lease: float = 10.0
+    #: Prefix of every Redis key (several fleets can share one Redis).
+    redis_prefix: str = "edgenet"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pytest
 from edgenet.config import ServerConfig
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
+from tests.engines import redis_engine, seaweed_engine  # noqa: F401 - session fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 PYZ = ROOT / "build" / "edgenet.pyz"

@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +29,9 @@ from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictRea
 from edgenet.server.state import ServerState, open_embedded
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
+
+if TYPE_CHECKING:
+    from edgenet.server.proxied import ProxiedListener
 
 log = structlog.get_logger("edgenet.server")
 
@@ -54,7 +57,7 @@ class EdgeServer:
         self.closing = False
         self.connections: set[DeviceConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.base_events.Server | ProxiedListener | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.started_at = clock()
         #: Extra services (the admin API) started and stopped with the server.
@@ -91,11 +94,20 @@ class EdgeServer:
         family = socket.AF_UNSPEC
         if host in ("", "*"):
             host = None
-        self._server = await asyncio.start_server(
-            self._accept, host, self.config.port, family=family, reuse_address=True,
-            limit=256 * 1024, backlog=4096, ssl=ssl_context,
-            ssl_handshake_timeout=handshake_timeout,
-        )
+        if self.config.proxy_protocol:
+            from edgenet.server.proxied import ProxiedListener, parse_networks
+
+            listener = ProxiedListener(self._accept,
+                                       parse_networks(",".join(self.config.trusted_proxies)),
+                                       ssl_context, handshake_timeout)
+            await listener.start(host, self.config.port)
+            self._server = listener
+        else:
+            self._server = await asyncio.start_server(
+                self._accept, host, self.config.port, family=family, reuse_address=True,
+                limit=256 * 1024, backlog=4096, ssl=ssl_context,
+                ssl_handshake_timeout=handshake_timeout,
+            )
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         if state.credentials.plain_text:
             log.warning("credentials_plain_text", count=len(state.credentials.plain_text),
@@ -145,7 +157,10 @@ class EdgeServer:
 
     # -- connections ----------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      peer: tuple[str, int] | None = None) -> None:
+        """Serve one device connection; ``peer``: the device's address when a PROXY
+        header named it (else the socket's peer)."""
         if self.closing or len(self.connections) >= self.config.max_connections:
             self._refuse(writer)
             return
@@ -155,7 +170,7 @@ class EdgeServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        conn = DeviceConnection(self.state, reader, writer)
+        conn = DeviceConnection(self.state, reader, writer, peer)
         self.connections.add(conn)
         task = asyncio.current_task()
         if task is not None:

@@ -50,12 +50,13 @@ class DeviceConnection:
     """One TCP connection from a device, from hello to close."""
 
     def __init__(self, state: ServerState, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, peer: tuple[str, int] | None = None) -> None:
         self.state = state
         config = state.config
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        # The device's address: from a PROXY header when a balancer named it.
+        peer = peer or writer.get_extra_info("peername") or ("?", 0)
         self.ip: str = str(peer[0])
         if self.ip.startswith("::ffff:") and "." in self.ip:
             self.ip = self.ip[7:]

@@ -1,0 +1,176 @@
+"""The device port behind a load balancer that speaks the PROXY protocol (asyncio).
+
+``ProxiedListener`` accepts connections itself (``loop.sock_accept``) so that it
+can read the PROXY header from the raw socket byte-exactly, before asyncio's
+streams or TLS see anything: the header is read through ``proxyproto``, then the
+socket becomes a stream (``loop.connect_accepted_socket``), with TLS starting
+after the header when the server serves TLS. A connection from an address that
+is not a trusted proxy is closed at once (``untrusted_proxy``); a header that is
+malformed or does not arrive within ``HEADER_TIMEOUT`` closes it too
+(``proxy_header_invalid``). The device's address from the header is what the
+rest of the server sees (logs, AED, UVF lookups, the login limiter, the admin API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from edgenet.server.proxyproto import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
+
+log = structlog.get_logger("edgenet.server")
+
+#: Seconds a trusted proxy has to send the whole header after connecting.
+HEADER_TIMEOUT = 10.0
+#: Pause of the accept loop after the process ran out of descriptors.
+EMFILE_PAUSE = 0.1
+STREAM_LIMIT = 256 * 1024
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Called with the streams and the device's (ip, port), as ``EdgeServer`` serves them.
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]],
+                   Awaitable[None]]
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``127.0.0.1/32,10.0.0.0/8`` (a bare address is one host). Raises ValueError."""
+    nets = []
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            nets.append(ipaddress.ip_network(part, strict=False))
+    if not nets:
+        raise ValueError("no address or network given")
+    return tuple(nets)
+
+
+def is_trusted(ip: str, networks: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+async def read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> ProxyHeader:
+    """Read exactly one PROXY header from ``sock`` (non-blocking). Raises
+    ProxyHeaderError, ConnectionError."""
+    parser = ProxyHeaderParser()
+    while True:
+        event = parser.next_event()
+        if isinstance(event, ProxyHeader):
+            return event
+        data = await loop.sock_recv(sock, parser.bytes_wanted())
+        if not data:
+            raise ConnectionError("the proxy closed before the header was complete")
+        parser.receive_data(data)
+
+
+class ProxiedListener:
+    """Listening sockets whose connections start with a PROXY header."""
+
+    def __init__(self, handler: Handler, trusted: Sequence[Network],
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float | None) -> None:
+        self._handler = handler
+        self.trusted = tuple(trusted)
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self.sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        #: Connections still reading their header (cancelled by ``close``).
+        self._pending: set[asyncio.Task[None]] = set()
+        #: Connections closed for coming from elsewhere than a trusted proxy.
+        self.untrusted = 0
+
+    async def start(self, host: str | None, port: int, backlog: int = 4096) -> None:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        seen = set()
+        try:
+            for family, type_, proto, _, addr in infos:
+                if (family, addr) in seen:
+                    continue
+                seen.add((family, addr))
+                sock = socket.socket(family, type_, proto)
+                self.sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(backlog)
+                sock.setblocking(False)
+        except OSError:
+            self.close()
+            raise
+        self._accepting = [loop.create_task(self._accept_loop(s)) for s in self.sockets]
+
+    def close(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        for sock in self.sockets:
+            sock.close()
+        for task in list(self._pending):
+            task.cancel()
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept_failed", error=exc.strerror)
+                    await asyncio.sleep(EMFILE_PAUSE)
+                    continue
+                if lsock.fileno() < 0:
+                    return
+                continue
+            task = loop.create_task(self._connection(sock, (str(addr[0]), int(addr[1]))))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _connection(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        if not is_trusted(peer[0], self.trusted):
+            self.untrusted += 1
+            log.warning("untrusted_proxy", peer=f"{peer[0]}:{peer[1]}")
+            sock.close()
+            return
+        try:
+            header = await asyncio.wait_for(read_header(loop, sock), HEADER_TIMEOUT)
+        except (ProxyHeaderError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            reason = str(exc) or f"no header within {HEADER_TIMEOUT:g} s"
+            log.warning("proxy_header_invalid", peer=f"{peer[0]}:{peer[1]}", error=reason)
+            sock.close()
+            return
+        device = header.source if header.source is not None else peer
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=self._ssl,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl else None)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.info("tls_handshake_failed", peer=f"{device[0]}:{device[1]}",
+                     error=str(exc) or type(exc).__name__)
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        # From here on the connection is the server's (its shutdown is ordered there).
+        current = asyncio.current_task()
+        if current is not None:
+            self._pending.discard(current)
+        await self._handler(reader, writer, device)

@@ -1,0 +1,68 @@
+"""Fleet and proxy options on the command line, in the environment and in TOML, and
+what the plain zipapp says when it is asked for fleet mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYZ, ROOT
+
+FLEET_PYZ = ROOT / "build" / "edgenet-fleet.pyz"
+
+
+def run(pyz: Path, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    # -S: without site-packages, as on a box that has only python3 (the test venv holds
+    # the fleet's libraries, which a plain zipapp would otherwise find and use).
+    return subprocess.run([sys.executable, "-S", str(pyz), "server", "0", "3", *args],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_plain_build_says_how_to_get_fleet_mode() -> None:
+    for args, env in ((["--redis", "redis://127.0.0.1:1"], None),
+                      ([], {"EDGENET_REDIS": "redis://127.0.0.1:1"})):
+        p = run(PYZ, *args, env=env)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.strip().splitlines() == [
+            "edgenet: fleet mode needs the fleet build: run build/edgenet-fleet.pyz (made by "
+            "'make pyz-fleet') or install the package with its extra: "
+            "pip install 'edgenet[fleet]'"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--files", "s3://bucket/p"], "--files needs fleet mode: give --redis URL too"),
+    (["--node-id", "n1"], "--node-id needs fleet mode"),
+    (["--redis", "http://127.0.0.1:1"], "Invalid --redis: http://127.0.0.1:1"),
+    (["--redis", "redis://127.0.0.1:1", "--lease", "16"], "Invalid --lease: 16"),
+    (["--redis", "redis://127.0.0.1:1", "--lease", "x"], "Invalid --lease: x"),
+    (["--redis", "redis://127.0.0.1:1", "--files", "s3://B_A_D/x"], "Invalid --files"),
+    (["--redis", "redis://127.0.0.1:1", "--s3-endpoint", "ftp://x"], "Invalid --s3-endpoint"),
+    (["--redis", "redis://127.0.0.1:1", "--node-id", "a b"], "Invalid --node-id"),
+    (["--proxy-protocol", "--trusted-proxies", "1.2.3"], "Invalid --trusted-proxies: 1.2.3"),
+])
+def test_bad_fleet_options_are_one_line(args: list[str], message: str) -> None:
+    p = run(FLEET_PYZ, *args)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert message in p.stderr
+
+
+def test_fleet_options_from_every_source(tmp_path: Path) -> None:
+    toml = tmp_path / "edgenet.toml"
+    toml.write_text('[server]\nfiles = "s3://edgenet-files/site-a"\nlease = 5\n'
+                    'proxy_protocol = true\ntrusted_proxies = "10.0.0.0/8"\n')
+    p = run(FLEET_PYZ, "--config", str(toml), "--print-config", "--node-id", "n1",
+            env={"EDGENET_REDIS": "redis://127.0.0.1:6379/0",
+                 "AWS_SECRET_ACCESS_KEY": "never-shown"})
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert 'redis = "redis://127.0.0.1:6379/0"  # $EDGENET_REDIS' in out
+    assert 'files = "s3://edgenet-files/site-a"  # ' + str(toml) in out
+    assert 'lease = "5"' in out and 'node_id = "n1"  # command line' in out
+    assert "proxy_protocol = true" in out and 'trusted_proxies = "10.0.0.0/8"' in out
+    assert "never-shown" not in out
