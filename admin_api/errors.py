@@ -2,8 +2,8 @@
 
 Every error leaves as ``{"error": {"code": "...", "message": "..."}}`` with its
 HTTP status: our own ``ApiError``s, aiohttp's HTTPExceptions (no such route,
-wrong method, body too large) and, as a last resort, our bugs (500, logged with
-a traceback, no details sent).
+wrong method, body too large), storage faults (503 ``storage_error``) and, as a
+last resort, our bugs (500, logged with a traceback, no details sent).
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, code, message, headers)
     except (ConnectionResetError, ConnectionError):
         raise
+    except OSError as exc:  # the storage behind the state (a missing data dir)
+        log.error("admin_storage_error", path=request.path, error=exc.strerror or str(exc))
+        return error_response(503, "storage_error",
+                              f"the server cannot read its storage: {exc.strerror or exc}")
     except Exception:
         log.exception("admin_handler_failed", path=request.path, method=request.method)
         return error_response(500, "internal", "the admin API failed to serve the request")

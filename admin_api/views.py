@@ -110,7 +110,15 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """``{"status": "ok"}``; else ``degraded`` (200) or ``not_ready`` (503) and the
+    problems (``Health``): a missing data dir, a device log that is behind."""
+    health = _ctx(request).state.health
+    if health.status == "ok":
+        return json_response({"status": "ok"})
+    problems = [{"code": p.code, "message": p.message, "since": q.iso(p.since),
+                 "ready": p.ready} for p in health.problems()]
+    return json_response({"status": health.status, "problems": problems},
+                         status=503 if health.status == "not_ready" else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -132,7 +132,7 @@ class ServerEnd:
         assert self.upload is not None and self.name is not None
         req, up = self.upload
         self.upload = None
-        self._send(await commands.finish_upload(self.state, up, req))
+        self._send(await commands.finish_upload(self.state, self.name, up, req))
 
     def _send(self, reply: m.Reply) -> None:
         self._out += self.core.send(reply)

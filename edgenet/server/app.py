@@ -27,6 +27,7 @@ from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
 from edgenet.server.state import ServerState, open_embedded
+from edgenet.server.storagewatch import StorageWatch
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
 
@@ -59,6 +60,7 @@ class EdgeServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | ProxiedListener | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._storage_watch: asyncio.Task[None] | None = None
         self.started_at = clock()
         #: Extra services (the admin API) started and stopped with the server.
         self.on_start: list[Callable[[EdgeServer], Awaitable[None]]] = []
@@ -113,6 +115,7 @@ class EdgeServer:
             log.warning("credentials_plain_text", count=len(state.credentials.plain_text),
                         hint="store hashes made by 'edgenet hash-password' instead")
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
+        self._storage_watch = asyncio.create_task(StorageWatch(state).run())
         for hook in self.on_start:
             await hook(self)
         return [(str(a[0]), int(a[1])) for a in addresses]
@@ -136,6 +139,8 @@ class EdgeServer:
             self._server.close()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self._storage_watch is not None:
+            self._storage_watch.cancel()
         for conn in list(self.connections):
             conn.shutdown()
         if self._tasks:
@@ -150,6 +155,7 @@ class EdgeServer:
         for hook in self.on_stop:
             await hook(self)
         if self._state is not None:
+            self._state.device_log.close()
             try:
                 await self._state.device_log.write_now()
             except OSError:

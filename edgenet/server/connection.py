@@ -252,7 +252,7 @@ class DeviceConnection:
         req, up = self._upload
         self.busy = True
         try:
-            reply = await commands.finish_upload(self.state, up, req)
+            reply = await commands.finish_upload(self.state, self.name, up, req)
         finally:
             self.busy = False
             self._upload = None

@@ -156,18 +156,38 @@ class StoredFile:
     stats: Stats | None = None
 
 
+@dataclass(frozen=True)
+class StorageStatus:
+    """What ``FileStore.check`` found."""
+
+    #: Why the store cannot be used now (an event name, e.g. ``data_dir_missing``), or None.
+    problem: str | None = None
+    message: str = ""
+    #: The storage came back (or was replaced) and was opened again, as at start-up.
+    reopened: bool = False
+    #: What opening it again cleaned up and repaired (as ``DataDirStore.open``).
+    removed_temporaries: int = 0
+    repairs: tuple[dict[str, Any], ...] = ()
+
+
 class PendingUpload(Protocol):
     """One upload being received: validated and stored as it streams in, visible to
-    nobody until ``commit``."""
+    nobody until ``commit``. A storage fault while it streams (a full disk, a missing
+    data dir) never raises here: the upload keeps draining the body, stores nothing
+    more, and ``commit`` raises the fault."""
 
     def write(self, chunk: bytes) -> None:
-        """Take the next piece of the body (after a validation error: dropped)."""
+        """Take the next piece of the body (after a validation error or a storage
+        fault: dropped)."""
         ...
 
     async def commit(self, now: float) -> StoredFile:
         """Store the file and log it, as one step: afterwards it is listed, logged and
-        readable, or (an exception) nothing changed. Raises ``DataError`` when the body
-        is not one integer per line, ``OSError`` when it cannot be stored."""
+        readable, or (an exception) nothing changed: a previous version of the file is
+        still the one listed, read and logged, a new fileID is not there, no log line
+        was added and nothing half-written is left, now and after reopening the store.
+        Raises ``DataError`` when the body is not one integer per line, ``OSError``
+        when it cannot be stored (at any point since ``begin_upload``)."""
         ...
 
     def abort(self) -> None:
@@ -179,9 +199,15 @@ LogName = Literal["uploads", "deletions"]
 
 
 class FileStore(Protocol):
-    """Every device's data files (``<device>-<fileID>``), and the upload and deletion logs."""
+    """Every device's data files (``<device>-<fileID>``), and the upload and deletion logs.
 
-    async def begin_upload(self, device: str, file_id: int) -> PendingUpload: ...
+    Faults: a method that cannot reach its storage raises ``OSError`` for that call
+    and changes nothing (``commit`` and ``delete`` included); ``check`` says whether
+    the storage is usable and opens it again when it comes back."""
+
+    async def begin_upload(self, device: str, file_id: int) -> PendingUpload:
+        """Start receiving an upload (never raises for a storage fault: ``commit`` does)."""
+        ...
 
     async def get(self, device: str, file_id: int) -> StoredFile | None: ...
 
@@ -192,7 +218,15 @@ class FileStore(Protocol):
         ...
 
     async def delete(self, device: str, file_id: int, now: float) -> StoredFile | None:
-        """Delete a file and log the deletion; returns what was deleted (None: no file)."""
+        """Delete a file and log the deletion, as one step; returns what was deleted
+        (None: no file). ``OSError``: nothing changed (the file is still listed and
+        readable, no deletion line)."""
+        ...
+
+    async def check(self, now: float) -> StorageStatus:
+        """Whether the storage can be used now (called about once a second by the
+        server, and after a storage error). Storage that went away and came back is
+        opened again here as at start-up (``now`` stamps what reconciling it adds)."""
         ...
 
     async def files(self, device: str | None = None) -> list[StoredFile]: ...

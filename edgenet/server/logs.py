@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +65,9 @@ class FileLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Appends from worker threads one at a time, so that a failed one can be cut off
+        #: again without cutting another's line.
+        self._append_lock = threading.Lock()
         self.records: deque[FileRecord] = deque(maxlen=MAX_RECORDS_IN_MEMORY)
         #: The last record of each (device, fileID), for start-up reconciliation.
         self.last: dict[tuple[str, int], FileRecord] = {}
@@ -88,15 +93,35 @@ class FileLog:
         self.last[(record.device, record.file_id)] = record
 
     def write_line(self, record: FileRecord, fsync: bool = True) -> None:
-        """Append the record's line to the file in one write (blocking)."""
+        """Append the record's line to the file in one write (blocking). All or nothing:
+        a write that fails or falls short (a full disk) or an fsync that fails is cut
+        off again, so the file ends as it was, and OSError is raised."""
         data = record.line().encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)  # one write per line: lines never interleave
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._append_lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, data)  # one write per line: lines never interleave
+                    if written != len(data):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    if fsync:
+                        os.fsync(fd)
+                except OSError:
+                    _cut_back(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Best effort: truncate a log to ``size`` after a failed append (what is left, if
+    this fails too, is a torn last line, which the next start-up cuts off)."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -137,9 +162,17 @@ def parse_device_line(line: str) -> tuple[int, float, str, str, int]:
 def write_atomically(path: Path, text: str, fsync: bool = False) -> None:
     """Replace ``path`` whole: readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk fails the write or the close: leave no temporary file behind.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

@@ -20,6 +20,7 @@ import structlog
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials
 from edgenet.server.devicelog import DeviceLogWriter
+from edgenet.server.health import Health
 from edgenet.server.interfaces import (
     ActiveDevice,
     Backends,
@@ -134,17 +135,20 @@ class ServerState:
     rate_limiter: LoginRateLimiter
     sessions: LocalSessions = field(default_factory=LocalSessions)
     login_locks: NameLocks = field(default_factory=NameLocks)
+    #: What is wrong now (``/healthz``): a missing data dir, a device log behind.
+    health: Health = field(default_factory=Health)
 
     @classmethod
     def build(cls, config: ServerConfig, credentials: Credentials, clock: Callable[[], float],
               agent: str, backends: Backends, events: EventLog) -> ServerState:
         presence = backends.presence
+        health = Health()
         state = cls(config=config, credentials=credentials, clock=clock, agent=agent,
                     presence=presence, lockouts=backends.lockouts, files=backends.files,
                     events=events, device_log=DeviceLogWriter(config.data_dir / DEVICE_LOG,
-                                                              presence),
+                                                              presence, health, clock),
                     listing=DeviceListing(presence),
-                    rate_limiter=LoginRateLimiter(config.login_rate))
+                    rate_limiter=LoginRateLimiter(config.login_rate), health=health)
         presence.on_evict(state.sessions.evicted)
         return state
 

@@ -1,36 +1,54 @@
 """The embedded ``FileStore``: ``<device>-<fileID>.txt`` in the data dir, and its logs.
 
-Uploads go to a temporary file in the same folder, are fsynced, then renamed
-into place, and only then logged and acknowledged: a crash never leaves half a
-file under a final name. Opening a store (``DataDirStore.open``, once, at
-start-up) removes leftover temporary files and reconciles the logs with the
-files a crash left (see ``recovery``). A commit or a deletion is one method of
-the store: the disk work runs in one worker thread, and the store's memory (the
-index, the statistics, the in-memory log records) follows it on the event loop
-as soon as that thread is done, whether or not the caller still waits.
+Uploads stream into a temporary file in the same folder; a commit stores and logs
+them, and a deletion removes and logs, in the order ``durable`` describes, so that
+a failure changes nothing and a crash leaves the old state or the new one.
+Opening a store (``DataDirStore.open``, once, at start-up) removes leftover
+temporary files and reconciles the logs with the files a crash left (see
+``recovery``). A commit or a deletion is one method of the store: the disk work
+runs in one worker thread, and the store's memory (the index, the statistics, the
+in-memory log records) follows it on the event loop as soon as that thread is
+done, whether or not the caller still waits. Commits and deletions of one file
+run one at a time.
+
+A storage fault is an ``OSError`` for the one call it hits. When the data dir
+itself is gone, every call that needs it fails until a folder is back at that
+path; ``check`` then opens it again as at start-up (the server never creates it
+again by itself: a missing data dir is usually a volume that went away, and an
+empty folder in its place would split the data in two).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
-import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from edgenet.server.compute import DataError, SampleValidator, Stats, stats_of_file
-from edgenet.server.interfaces import LogName, StoredFile
-from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord
-from edgenet.server.recovery import FoundFile, Key, reconcile
+from edgenet.server.datadir import Contents, folder_identity, read_data_dir
+from edgenet.server.diskgate import DiskGate
+from edgenet.server.durable import (
+    TMP_PREFIX,
+    delete_file,
+    remove_quietly,
+    store_file,
+    temporary_name,
+)
+from edgenet.server.interfaces import LogName, StorageStatus, StoredFile
+from edgenet.server.logs import FileRecord
+from edgenet.server.recovery import Key
 
-TMP_PREFIX = ".upload-"
+__all__ = ["TMP_PREFIX", "DataDirStore", "DataDirUpload"]
+
 #: Files smaller than this are scanned on the event loop; bigger ones in a thread.
 INLINE_SCAN_BYTES = 256 * 1024
-_STORED = re.compile(r"^(?P<device>.+)-(?P<file_id>0|[1-9][0-9]*)\.txt$")
+#: A step of disk work, or of applying its outcome to memory.
+DiskWork = Callable[[], None]
 
 
 class DataDirUpload:
@@ -41,60 +59,79 @@ class DataDirUpload:
         self.device = device
         self.file_id = file_id
         self._validator = SampleValidator()
-        self._error: DataError | None = None
-        self.tmp = store.data_dir / f"{TMP_PREFIX}{device}-{file_id}-{os.urandom(4).hex()}.tmp"
-        self._fh = self.tmp.open("wb")
+        #: Why nothing will be stored: bad data, or a storage fault (kept for ``commit``).
+        self._failed: DataError | OSError | None = None
+        self.tmp = temporary_name(store.data_dir, device, file_id, "body")
+        self._fh: BinaryIO | None = None
+        try:
+            store.usable()
+            self._fh = self.tmp.open("xb")
+            store.live_temporaries.add(self.tmp.name)
+        except OSError as exc:
+            self._failed = store.explain(exc)
         #: From the start of ``commit`` the temporary file belongs to the commit's
         #: thread, and ``abort`` leaves it alone.
         self._committing = False
 
     def write(self, chunk: bytes) -> None:
-        if self._error is not None:
+        if self._failed is not None:
             return  # keep draining the body, store nothing
         try:
             self._validator.feed(chunk)
         except DataError as exc:
-            self._error = exc
-            self.abort()
+            self._fail(exc)
             return
-        self._fh.write(chunk)
+        assert self._fh is not None
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:  # a full disk: drop what was written at once
+            self._fail(exc)
+
+    def _fail(self, why: DataError | OSError) -> None:
+        self._failed = why
+        self.abort()
 
     async def commit(self, now: float) -> StoredFile:
         try:
-            if self._error is not None:
-                raise self._error
+            if self._failed is not None:
+                raise self._failed
             samples = self._validator.finish()
-        except DataError:
+        except (DataError, OSError):
             self.abort()
             raise
+        assert self._fh is not None
         self._committing = True
         record = FileRecord(self.device, now, self.file_id, samples)
         stored = StoredFile(self.device, self.file_id, self._validator.bytes, samples, now)
-        return await self._store._run_then_apply(
-            partial(self._write_through, record), partial(self._store._uploaded, stored, record),
-            stored)
-
-    def _write_through(self, record: FileRecord) -> None:
-        """Fsync, rename into place, fsync the folder, append the log line (blocking)."""
         store = self._store
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            os.replace(self.tmp, store.path_for(self.device, self.file_id))
-        except BaseException:
-            self._fh.close()
-            self.tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(store.data_dir)
-        store.uploads.write_line(record)
+            fh = self._fh
+            await store.exclusive_disk_work(
+                (self.device, self.file_id),
+                lambda: (partial(self._store_file, fh, record),
+                         partial(store.uploaded, stored, record)))
+        except OSError as exc:
+            raise store.explain(exc) from None
+        finally:
+            store.live_temporaries.discard(self.tmp.name)
+        return stored
+
+    def _store_file(self, fh: BinaryIO, record: FileRecord) -> None:
+        store = self._store
+        store.usable()
+        store_file(fh, self.tmp, store.path_for(self.device, self.file_id), store.uploads,
+                   record)
 
     def abort(self) -> None:
         if self._committing:
             return
-        if not self._fh.closed:
-            self._fh.close()
-        self.tmp.unlink(missing_ok=True)
+        if self._fh is not None and not self._fh.closed:
+            try:
+                self._fh.close()
+            except OSError:  # a full disk fails the flush; the descriptor is closed
+                pass
+        remove_quietly(self.tmp)
+        self._store.live_temporaries.discard(self.tmp.name)
 
 
 class DataDirStore:
@@ -103,17 +140,24 @@ class DataDirStore:
     Made by ``open``; ``removed_temporaries`` and ``repairs`` say what opening it
     cleaned up."""
 
-    def __init__(self, data_dir: Path, uploads: FileLog, deletions: FileLog,
-                 files: dict[Key, StoredFile]) -> None:
+    def __init__(self, data_dir: Path, contents: Contents) -> None:
         self.data_dir = data_dir
-        self.uploads = uploads
-        self.deletions = deletions
+        self._take(contents)
+        #: Temporary files of uploads streaming now (opening the dir again keeps them).
+        self.live_temporaries: set[str] = set()
+        self._gate = DiskGate()
+        self._missing = False
+
+    def _take(self, contents: Contents) -> None:
+        self.uploads = contents.uploads
+        self.deletions = contents.deletions
         #: Each stored file, with its SUM/MIN/MAX/count once computed (a file is
         #: immutable until replaced, and a replacement is a new entry).
-        self._files = files
-        self.removed_temporaries = 0
+        self._files = contents.files
+        self._identity = contents.identity
+        self.removed_temporaries = contents.removed_temporaries
         #: Log lines appended when opening, to agree with the files (see ``recovery``).
-        self.repairs: list[dict[str, Any]] = []
+        self.repairs = contents.repairs
 
     @classmethod
     def open(cls, data_dir: Path, now: float) -> DataDirStore:
@@ -121,49 +165,57 @@ class DataDirStore:
         remove temporary files, read the logs, index the files, reconcile (``now`` stamps
         the deletion lines a reconcile adds)."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        removed = 0
-        for path in data_dir.glob(f"{TMP_PREFIX}*.tmp"):
-            path.unlink(missing_ok=True)
-            removed += 1
-        uploads = FileLog(data_dir / UPLOAD_LOG)
-        deletions = FileLog(data_dir / DELETION_LOG)
-        found: dict[Key, tuple[FoundFile, int]] = {}
-        for path in data_dir.iterdir():
-            m = _STORED.match(path.name)
-            if not m or not path.is_file():
-                continue
-            st = path.stat()
-            found[(m["device"], int(m["file_id"]))] = (
-                FoundFile(_count_lines(path), st.st_mtime), st.st_size)
-        repairs = reconcile({k: f for k, (f, _) in found.items()}, uploads, deletions, now)
-        for name, log in ((UPLOAD_LOG, uploads), (DELETION_LOG, deletions)):
-            if log.torn_bytes:
-                repairs.append({"log": name, "reason": "torn last line cut off",
-                                "bytes": log.torn_bytes})
-        files = {}
-        for key, (on_disk, size) in found.items():
-            # After reconcile, the last upload line of every stored file is its upload.
-            line = uploads.last.get(key)
-            files[key] = StoredFile(key[0], key[1], size, on_disk.samples,
-                                    line.time if line is not None else on_disk.mtime)
-        store = cls(data_dir, uploads, deletions, files)
-        store.removed_temporaries = removed
-        store.repairs = repairs
-        return store
+        return cls(data_dir, read_data_dir(data_dir, now))
 
     def path_for(self, device: str, file_id: int) -> Path:
         return self.data_dir / f"{device}-{file_id}.txt"
+
+    def usable(self) -> None:
+        """Raise OSError when the data dir is known to be missing."""
+        if self._missing:
+            raise _missing_error()
+
+    def explain(self, exc: OSError) -> OSError:
+        """``exc``, or a clearer one when it comes from a data dir that is gone."""
+        if isinstance(exc, FileNotFoundError) and folder_identity(self.data_dir) is None:
+            return _missing_error()
+        return exc
+
+    async def check(self, now: float) -> StorageStatus:
+        identity = folder_identity(self.data_dir)
+        if identity is None:
+            self._missing = True
+            return StorageStatus("data_dir_missing", f"the data dir {self.data_dir} is missing "
+                                 "(or not a folder); file commands fail until it is back")
+        if identity == self._identity and not self._missing:
+            return StorageStatus()
+        keep = frozenset(self.live_temporaries)
+        try:
+            contents = await self._gate.alone(
+                partial(asyncio.to_thread, read_data_dir, self.data_dir, now, keep))
+        except OSError as exc:
+            self._missing = True
+            return StorageStatus("data_dir_unreadable",
+                                 f"the data dir {self.data_dir} cannot be read: "
+                                 f"{exc.strerror or exc}")
+        self._take(contents)
+        self._missing = False
+        return StorageStatus(reopened=True, removed_temporaries=contents.removed_temporaries,
+                             repairs=tuple(contents.repairs))
 
     async def begin_upload(self, device: str, file_id: int) -> DataDirUpload:
         return DataDirUpload(self, device, file_id)
 
     async def get(self, device: str, file_id: int) -> StoredFile | None:
+        self.usable()
         return self._files.get((device, file_id))
 
     async def files(self, device: str | None = None) -> list[StoredFile]:
+        self.usable()
         return [f for f in self._files.values() if device is None or f.device == device]
 
     async def stats(self, device: str, file_id: int) -> Stats | None:
+        self.usable()
         key = (device, file_id)
         stored = self._files.get(key)
         if stored is None:
@@ -176,49 +228,81 @@ class DataDirStore:
                 stats = stats_of_file(path)
             else:
                 stats = await asyncio.to_thread(stats_of_file, path)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if folder_identity(self.data_dir) is None:
+                raise _missing_error() from exc
             return None
         if self._files.get(key) is stored:  # not replaced or deleted meanwhile
             self._files[key] = replace(stored, stats=stats)
         return stats
 
     async def delete(self, device: str, file_id: int, now: float) -> StoredFile | None:
+        self.usable()
         key = (device, file_id)
-        stored = self._files.pop(key, None)
-        if stored is None:
-            return None
-        record = FileRecord(device, now, file_id, stored.samples)
-        return await self._run_then_apply(partial(self._unlink_and_log, record),
-                                          partial(self.deletions.remember, record), stored)
+        found: list[StoredFile] = []
 
-    def _unlink_and_log(self, record: FileRecord) -> None:
-        self.path_for(record.device, record.file_id).unlink(missing_ok=True)
-        _fsync_dir(self.data_dir)
-        self.deletions.write_line(record)
+        def plan() -> tuple[DiskWork, DiskWork] | None:
+            # Looked up once the file's gate is ours: a commit of it may just have ended.
+            stored = self._files.get(key)
+            if stored is None:
+                return None
+            found.append(stored)
+            record = FileRecord(device, now, file_id, stored.samples)
 
-    def _uploaded(self, stored: StoredFile, record: FileRecord) -> None:
+            def deleted() -> None:
+                self._files.pop(key, None)
+                self.deletions.remember(record)
+
+            return partial(self._delete_file, record), deleted
+
+        try:
+            await self.exclusive_disk_work(key, plan)
+        except OSError as exc:
+            raise self.explain(exc) from None
+        return found[0] if found else None
+
+    def _delete_file(self, record: FileRecord) -> None:
+        self.usable()
+        delete_file(self.path_for(record.device, record.file_id), self.deletions, record)
+
+    def uploaded(self, stored: StoredFile, record: FileRecord) -> None:
         self.uploads.remember(record)
         self._files[(stored.device, stored.file_id)] = stored
 
-    async def _run_then_apply(self, disk_work: Callable[[], None], apply: Callable[[], None],
-                              result: StoredFile) -> StoredFile:
-        """Run ``disk_work`` in a worker thread, then ``apply`` its outcome to memory on
-        the loop. ``apply`` is a done-callback of the thread's future, added before
-        anyone waits on it: it runs even if the caller is cancelled meanwhile (a
-        shutdown), and before the caller resumes. Raises what the disk work raised."""
-        written = asyncio.get_running_loop().run_in_executor(None, disk_work)
+    async def exclusive_disk_work(self, key: Key,
+                                  plan: Callable[[], tuple[DiskWork, DiskWork] | None]) -> None:
+        """Once no other disk work on ``key`` runs, ``plan()`` (on the loop) gives the
+        disk work and what applies its outcome to memory (or None: nothing to do). The
+        disk work runs in a worker thread; ``apply`` is a done-callback of the thread's
+        future, added before anyone waits on it: it runs even if the caller is
+        cancelled meanwhile (a shutdown), and before the caller resumes. Raises what
+        the disk work raised (then nothing is applied)."""
+        await self._gate.enter(key)
+        try:
+            planned = plan()
+            if planned is None:
+                self._gate.leave(key)
+                return
+            disk_work, apply = planned
+            written = asyncio.get_running_loop().run_in_executor(None, disk_work)
+        except BaseException:
+            self._gate.leave(key)
+            raise
 
         def settle(fut: asyncio.Future[None]) -> None:
-            if not fut.cancelled() and fut.exception() is None:
-                apply()
+            try:
+                if not fut.cancelled() and fut.exception() is None:
+                    apply()
+            finally:
+                self._gate.leave(key)
 
         written.add_done_callback(settle)
         await asyncio.shield(written)
-        return result
 
     async def log_records(self, log: LogName, *, limit: int, before: int | None = None,
                           device: str | None = None, since: float | None = None
                           ) -> list[tuple[int, FileRecord]]:
+        self.usable()
         records = (self.uploads if log == "uploads" else self.deletions).records
         total = len(records)
         if before is None or before > total:
@@ -232,24 +316,5 @@ class DataDirStore:
         return list(itertools.islice(matching, limit))
 
 
-def _count_lines(path: Path) -> int:
-    n = 0
-    last = b"\n"
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (0 if last == b"\n" else 1)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _missing_error() -> OSError:
+    return FileNotFoundError(errno.ENOENT, "the server's data dir is missing")
