@@ -15,6 +15,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from edgenet.server.interfaces import BackendUnavailable
+
 log = structlog.get_logger("edgenet.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,6 +70,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 404:
             message = f"no such endpoint: {request.path[:200]}"
         return error_response(exc.status, code, message, headers)
+    except BackendUnavailable as exc:
+        return error_response(503, "service_unavailable", exc.message)
     except (ConnectionResetError, ConnectionError):
         raise
     except OSError as exc:  # the storage behind the state (a missing data dir)

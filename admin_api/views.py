@@ -62,7 +62,7 @@ def _ctx(request: web.Request) -> AdminContext:
 def device_json(d: ActiveDevice, session: LiveSession | None) -> dict[str, Any]:
     """A device; its session's counters when the session lives on this node."""
     return {"name": d.name, "ip": d.ip, "udp_port": d.udp_port, **q.times("since", d.since),
-            "session_id": d.session_id,
+            "session_id": d.session_id, **({"node": d.node} if d.node is not None else {}),
             "commands": session.commands if session is not None else 0,
             "bytes_uploaded": session.bytes_uploaded if session is not None else 0}
 

@@ -168,10 +168,11 @@ def run_server(args: argparse.Namespace) -> int:
     from edgenet.server import options as fleet_options
 
     try:
-        fleet = fleet_options.config_fields(args)
+        fleet_fields = fleet_options.config_fields(args)
     except fleet_options.OptionError as exc:
         raise UsageError(str(exc)) from None
-    if fleet.get("redis_url") and fleet_options.missing_fleet_modules(bool(fleet.get("files_url"))):
+    if fleet_fields.get("redis_url") and fleet_options.missing_fleet_modules(
+            bool(fleet_fields.get("files_url"))):
         raise UsageError(f"edgenet: {fleet_options.FLEET_HINT}")
     config = ServerConfig(port=port, max_attempts=attempts, host=args.host,
                           credentials=Path(args.credentials), data_dir=Path(args.data_dir),
@@ -188,8 +189,9 @@ def run_server(args: argparse.Namespace) -> int:
                           send_timeout=_positive(args.send_timeout, "--send-timeout"),
                           shutdown_grace=_positive(args.shutdown_grace, "--shutdown-grace"),
                           tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-                          tls_key=Path(args.tls_key) if args.tls_key else None, **fleet)
-    events = None
+                          tls_key=Path(args.tls_key) if args.tls_key else None,
+                          **fleet_fields)
+    events: Any = None
     if config.admin_enabled:
         from admin_api import admin_config_error
         from edgenet.server.events import EventBuffer
@@ -198,6 +200,12 @@ def run_server(args: argparse.Namespace) -> int:
         if problem:
             raise UsageError(f"edgenet: {problem}")
         events = EventBuffer()
+    fleet: Any = None
+    if config.redis_url:
+        from edgenet.backends.fleet import Fleet
+
+        fleet = Fleet(config)
+        events = fleet.events  # every node's events go to the fleet, admin API or not
     try:
         credentials = Credentials.load(config.credentials)
     except CredentialsError as exc:
@@ -224,6 +232,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     from admin_api.app import AdminStartError
     from edgenet.server.app import EdgeServer, serve
+    from edgenet.server.interfaces import BackendStartError
 
     log = structlog.get_logger("edgenet.server")
 
@@ -234,16 +243,21 @@ def run_server(args: argparse.Namespace) -> int:
                  data_dir=str(config.data_dir.resolve()))
 
     def extra(server: EdgeServer) -> None:
-        if events is not None:
+        if config.admin_enabled:
             from admin_api import install_admin
 
             install_admin(server)
+        if fleet is not None:
+            fleet.install(server)
 
     try:
         import asyncio
 
-        return asyncio.run(serve(config, credentials, ready=ready, extra=extra, events=events))
-    except AdminStartError as exc:
+        from edgenet.server.state import open_embedded
+
+        return asyncio.run(serve(config, credentials, ready=ready, extra=extra, events=events,
+                                 open_backends=fleet.open if fleet else open_embedded))
+    except (AdminStartError, BackendStartError) as exc:
         print(f"edgenet: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -12,6 +12,7 @@ is missing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -112,10 +113,83 @@ def data_dir_leftovers(env: BackendEnv) -> list[str]:
     return sorted(p.name for p in (env.place / "data").iterdir() if p.name.startswith("."))
 
 
-PRESENCE = [pytest.param(embedded_presence, id="embedded")]
-LOCKOUTS = [pytest.param(embedded_lockouts, id="embedded")]
-FILE_STORES = [pytest.param(data_dir_store, id="data-dir")]
+def fleet_prefix(env: BackendEnv) -> str:
+    """A Redis key prefix of this test's own (the same for every opening on one env)."""
+    digest = hashlib.sha1(f"{env.place}|{env.namespace}".encode()).hexdigest()[:12]
+    return f"t{digest}"
+
+
+@contextlib.asynccontextmanager
+async def redis_link(env: BackendEnv, node: str = "node-a") -> AsyncIterator[Any]:
+    from edgenet.backends.redislink import RedisLink
+    from tests.engines import ENGINES
+
+    link = RedisLink(ENGINES.redis().url, fleet_prefix(env), node)
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+@contextlib.asynccontextmanager
+async def redis_presence(env: BackendEnv) -> AsyncIterator[Presence]:
+    from edgenet.backends.redis_presence import RedisPresence
+
+    async with redis_link(env) as link:
+        presence = RedisPresence(link)
+        await presence.start()
+        try:
+            yield presence
+        finally:
+            await presence.stop()
+
+
+@contextlib.asynccontextmanager
+async def redis_lockouts(env: BackendEnv) -> AsyncIterator[Lockouts]:
+    from edgenet.backends.redis_lockouts import RedisLockouts
+
+    async with redis_link(env) as link:
+        yield RedisLockouts(link, env.max_attempts, env.block_seconds)
+
+
+@contextlib.asynccontextmanager
+async def redis_events(env: BackendEnv) -> AsyncIterator[EventLog]:
+    from edgenet.backends.redis_events import RedisEventLog
+
+    async with redis_link(env) as link:
+        log = RedisEventLog("node-a", capacity=100, max_subscribers=2, clock=env.clock)
+        await log.attach(link)
+        try:
+            yield log
+        finally:
+            await log.close()
+
+
+@contextlib.asynccontextmanager
+async def s3_store(env: BackendEnv) -> AsyncIterator[FileStore]:
+    from edgenet.backends.s3_store import S3FileStore
+    from edgenet.backends.s3link import S3Link
+    from tests.engines import BUCKET, ENGINES, S3_KEY, S3_SECRET
+
+    weed = ENGINES.seaweed()
+    async with redis_link(env) as link:
+        s3 = S3Link(BUCKET, fleet_prefix(env), weed.endpoint, "us-east-1",
+                    {"aws_access_key_id": S3_KEY, "aws_secret_access_key": S3_SECRET})
+        await s3.open()
+        try:
+            yield S3FileStore.open(link, s3, env.place / "spool")
+        finally:
+            await s3.close()
+
+
+PRESENCE = [pytest.param(embedded_presence, id="embedded"),
+            pytest.param(redis_presence, id="redis")]
+LOCKOUTS = [pytest.param(embedded_lockouts, id="embedded"),
+            pytest.param(redis_lockouts, id="redis")]
+FILE_STORES = [pytest.param(data_dir_store, id="data-dir"),
+               pytest.param(s3_store, id="s3+redis")]
+EVENT_LOGS = [pytest.param(event_buffer, id="embedded"),
+              pytest.param(redis_events, id="redis")]
 #: Each file store with the faults its storage can be put in (same ids as FILE_STORES).
 FAULTY_FILE_STORES = [pytest.param((data_dir_store, StorageFaults(
     data_dir_log_unwritable, data_dir_gone, data_dir_leftovers)), id="data-dir")]
-EVENT_LOGS = [pytest.param(event_buffer, id="embedded")]

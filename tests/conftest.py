@@ -18,7 +18,11 @@ import pytest
 from edgenet.config import ServerConfig
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
-from tests.engines import redis_engine, seaweed_engine  # noqa: F401 - session fixtures
+from tests.engines import (  # noqa: F401 - session fixtures
+    _stop_session_engines,
+    redis_engine,
+    seaweed_engine,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYZ = ROOT / "build" / "edgenet.pyz"

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,17 +164,23 @@ class SeaweedEngine(Engine):
 
 class HAProxyEngine(Engine):
     """HAProxy in TCP mode in front of edgenet nodes, sending PROXY v2 headers, each
-    node checked on its admin ``/healthz``."""
+    node checked on its admin ``/healthz``. ``port`` balances over every node;
+    ``pinned[i]`` reaches node i only (so a test can choose the node)."""
 
     def __init__(self, place: Path, nodes: list[tuple[int, int]]) -> None:
         place.mkdir(parents=True, exist_ok=True)
         super().__init__(place / "haproxy.log")
         self.exe = engine_path("haproxy")
         self.port = free_port()
+        self.pinned = [free_port() for _ in nodes]
         self.config = place / "haproxy.cfg"
-        servers = "\n".join(
-            f"    server n{i} 127.0.0.1:{dev} send-proxy-v2 check port {admin} "
-            "inter 300ms fall 2 rise 1" for i, (dev, admin) in enumerate(nodes, 1))
+
+        def server(i: int, dev: int, admin: int) -> str:
+            return (f"    server n{i} 127.0.0.1:{dev} send-proxy-v2 check port {admin} "
+                    "inter 300ms fall 2 rise 1")
+        servers = "\n".join(server(i, d, a) for i, (d, a) in enumerate(nodes, 1))
+        pinned = "".join(f"listen node{i}\n    bind 127.0.0.1:{port}\n{server(i, d, a)}\n"
+                         for i, ((d, a), port) in enumerate(zip(nodes, self.pinned), 1))
         self.config.write_text(f"""global
     maxconn 4096
 defaults
@@ -182,15 +189,17 @@ defaults
     timeout client 1h
     timeout server 1h
     timeout check 1s
+    option httpchk GET /healthz
+    http-check expect status 200
+    retries 3
+    option redispatch
 frontend devices
     bind 127.0.0.1:{self.port}
     default_backend edgenet
 backend edgenet
     balance roundrobin
-    option httpchk GET /healthz
-    http-check expect status 200
 {servers}
-""")
+{pinned}""")
 
     def start(self) -> None:
         self._spawn([self.exe, "-f", str(self.config), "-db"])
@@ -198,17 +207,59 @@ backend edgenet
         wait_port(self.port, self.proc, what="haproxy")
 
 
-@pytest.fixture(scope="session")
-def redis_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisEngine]:
-    engine = RedisEngine(tmp_path_factory.mktemp("redis"))
-    engine.start()
-    yield engine
-    engine.stop()
+class SessionEngines:
+    """The engines shared by the whole test session, started on first use (by a
+    fixture or by a backend opener of tests/backends.py) and stopped at its end."""
+
+    def __init__(self) -> None:
+        self._place: Path | None = None
+        self._redis: RedisEngine | None = None
+        self._seaweed: SeaweedEngine | None = None
+
+    def _dir(self, name: str) -> Path:
+        if self._place is None:
+            self._place = Path(tempfile.mkdtemp(prefix="edgenet-engines-"))
+        return self._place / name
+
+    def redis(self) -> RedisEngine:
+        if self._redis is None:
+            engine = RedisEngine(self._dir("redis"))
+            engine.start()
+            self._redis = engine
+        return self._redis
+
+    def seaweed(self) -> SeaweedEngine:
+        if self._seaweed is None:
+            engine = SeaweedEngine(self._dir("seaweed"))
+            engine.start()
+            self._seaweed = engine
+        return self._seaweed
+
+    def stop_all(self) -> None:
+        for engine in (self._redis, self._seaweed):
+            if engine is not None:
+                engine.stop()
+        self._redis = self._seaweed = None
+        if self._place is not None:
+            shutil.rmtree(self._place, ignore_errors=True)
+            self._place = None
+
+
+#: The session's engines (tests only; stopped by ``_stop_session_engines``).
+ENGINES = SessionEngines()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_session_engines() -> Iterator[None]:
+    yield
+    ENGINES.stop_all()
 
 
 @pytest.fixture(scope="session")
-def seaweed_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedEngine]:
-    engine = SeaweedEngine(tmp_path_factory.mktemp("seaweed"))
-    engine.start()
-    yield engine
-    engine.stop()
+def redis_engine() -> RedisEngine:
+    return ENGINES.redis()
+
+
+@pytest.fixture(scope="session")
+def seaweed_engine() -> SeaweedEngine:
+    return ENGINES.seaweed()

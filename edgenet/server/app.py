@@ -292,9 +292,10 @@ class EdgeServer:
 async def serve(config: ServerConfig, credentials: Credentials,
                 ready: Callable[[EdgeServer, list[tuple[str, int]]], None] | None = None,
                 extra: Callable[[EdgeServer], None] | None = None,
-                events: EventLog | None = None) -> int:
+                events: EventLog | None = None,
+                open_backends: BackendOpener = open_embedded) -> int:
     """Run the server until SIGINT/SIGTERM. A second SIGINT forces exit."""
-    server = EdgeServer(config, credentials, events=events)
+    server = EdgeServer(config, credentials, events=events, open_backends=open_backends)
     if extra is not None:
         extra(server)
     addresses = await server.start()

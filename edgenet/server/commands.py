@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 
 from edgenet.server.compute import DataError
-from edgenet.server.interfaces import PendingUpload
+from edgenet.server.interfaces import BackendUnavailable, PendingUpload
 from edgenet.server.state import ServerState
 from edgenet.wire import messages as m
 
@@ -43,6 +43,9 @@ async def finish_upload(state: ServerState, device: str, up: PendingUpload, req:
     except OSError as exc:
         up.abort()
         return storage_error(state, req, device, "store the file", exc)
+    except BackendUnavailable as exc:
+        up.abort()
+        return m.ErrorReply(req.id, "service_unavailable", f"upload refused: {exc.message}")
     return m.UploadOk(req.id, req.file_id, stored.samples, stored.size)
 
 

@@ -174,36 +174,47 @@ def average(total: int, count: int) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+class StatsScanner:
+    """SUM/MIN/MAX/count of an (already validated) file fed in blocks of any size."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self._lo: int | None = None
+        self._hi: int | None = None
+        self._tail = b""
+
+    def feed(self, block: bytes) -> None:
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            self._tail += block
+            return
+        values = list(map(int, (self._tail + block[: cut + 1]).split()))
+        self._tail = block[cut + 1 :]
+        if values:
+            self._add(len(values), sum(values), min(values), max(values))
+
+    def _add(self, count: int, total: int, lo: int, hi: int) -> None:
+        self.count += count
+        self.total += total
+        self._lo = lo if self._lo is None or lo < self._lo else self._lo
+        self._hi = hi if self._hi is None or hi > self._hi else self._hi
+
+    def finish(self) -> Stats:
+        """The statistics. Raises DataError when the file holds no sample."""
+        if self._tail.strip():
+            v = int(self._tail)
+            self._tail = b""
+            self._add(1, v, v, v)
+        if self._lo is None or self._hi is None:
+            raise DataError("the file holds no samples")
+        return Stats(self.count, self.total, self._lo, self._hi)
+
+
 def stats_of_file(path: Path) -> Stats:
     """Scan a stored (already validated) file. Raises DataError when it holds no sample."""
-    count = 0
-    total = 0
-    lo: int | None = None
-    hi: int | None = None
-    tail = b""
+    scanner = StatsScanner()
     with path.open("rb") as fh:
-        while True:
-            block = fh.read(READ_BLOCK)
-            if not block:
-                break
-            cut = block.rfind(b"\n")
-            if cut < 0:
-                tail += block
-                continue
-            values = list(map(int, (tail + block[: cut + 1]).split()))
-            tail = block[cut + 1 :]
-            if values:
-                count += len(values)
-                total += sum(values)
-                bmin, bmax = min(values), max(values)
-                lo = bmin if lo is None or bmin < lo else lo
-                hi = bmax if hi is None or bmax > hi else hi
-    if tail.strip():
-        v = int(tail)
-        count += 1
-        total += v
-        lo = v if lo is None or v < lo else lo
-        hi = v if hi is None or v > hi else hi
-    if lo is None or hi is None:
-        raise DataError("the file holds no samples")
-    return Stats(count, total, lo, hi)
+        while block := fh.read(READ_BLOCK):
+            scanner.feed(block)
+    return scanner.finish()

@@ -14,7 +14,7 @@ import time
 import structlog
 
 from edgenet.server import commands
-from edgenet.server.interfaces import PendingUpload
+from edgenet.server.interfaces import BackendUnavailable, PendingUpload, StoredFile
 from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
@@ -40,6 +40,28 @@ READ_SIZE = 256 * 1024
 #: more, once); a peer that keeps it full for ``send_timeout`` seconds is dropped.
 WRITE_BUFFER_HIGH = 256 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
+
+
+def unavailable_reply(request_id: int | None, exc: BackendUnavailable) -> m.ErrorReply:
+    """A request that needs the fleet's shared state while it is unreachable."""
+    return m.ErrorReply(request_id, "service_unavailable", exc.message)
+
+
+class _Refused:
+    """The pending upload of a body that cannot be stored (the store is unreachable):
+    the body is drained and dropped, and the commit says why."""
+
+    def __init__(self, exc: BackendUnavailable) -> None:
+        self.exc = exc
+
+    def write(self, chunk: bytes) -> None:
+        return None
+
+    async def commit(self, now: float) -> StoredFile:
+        raise self.exc
+
+    def abort(self) -> None:
+        return None
 
 
 class SlowReader(ConnectionError):
@@ -143,7 +165,12 @@ class DeviceConnection:
             return
         state = self.state
         state.sessions.remove(self.session_id, self)
-        dev = await state.presence.leave(self.name, self.session_id)
+        try:
+            dev = await state.presence.leave(self.name, self.session_id)
+        except BackendUnavailable:
+            # The fleet's presence takes the entry out when it is reachable again.
+            log.warning("leave_deferred", device=self.name, reason=reason)
+            return
         if dev is not None:
             state.device_log.request()
             event = "logout" if reason == "logout" else "disconnect"
@@ -217,7 +244,11 @@ class DeviceConnection:
             return False
         assert self.name is not None  # the sans-I/O layer refuses commands before login
         if isinstance(req, m.Upload):
-            self._upload = (req, await self.state.files.begin_upload(self.name, req.file_id))
+            try:
+                pending = await self.state.files.begin_upload(self.name, req.file_id)
+            except BackendUnavailable as exc:
+                pending = _Refused(exc)
+            self._upload = (req, pending)
             self._started = time.perf_counter()
             if req.size == 0:
                 await self._finish_upload()
@@ -237,6 +268,8 @@ class DeviceConnection:
             else:  # pragma: no cover - every request type is handled above
                 reply = m.ErrorReply(getattr(req, "id", None), "unknown_type",
                                      "unsupported request")
+        except BackendUnavailable as exc:
+            reply = unavailable_reply(getattr(req, "id", None), exc)
         except Exception:  # a bug of ours: one failed command, not a dead session
             log.exception("command_failed", device=self.name, command=type(req).__name__)
             reply = m.ErrorReply(getattr(req, "id", None), "internal",
@@ -294,16 +327,20 @@ class DeviceConnection:
         self.busy = True  # a slow hash check is not a silent peer
         try:
             refused = await judge_login(state, req, self.ip)
+            # A takeover closes the older session through ``Presence.on_evict`` (wherever
+            # it lives: on another node, when its kick arrives).
+            joined = None if refused is not None or self._closing else \
+                await state.presence.join(req.name, self.ip, req.udp_port, state.clock())
+        except BackendUnavailable as exc:  # fail closed: nobody logs in without the fleet
+            log.warning("login_unavailable", device=req.name, error=exc.message)
+            refused, joined = unavailable_reply(req.id, exc), None
         finally:
             self.busy = False
-        if refused is not None or self._closing:
+        if joined is None:
             if refused is not None:
                 self._send(refused)
                 await self._drain()
             return
-        # A takeover closes the older session through ``Presence.on_evict`` (wherever
-        # it lives) before ``join`` returns.
-        joined = await state.presence.join(req.name, self.ip, req.udp_port, state.clock())
         dev = joined.device
         self.name, self.session_id = req.name, dev.session_id
         state.sessions.add(dev.session_id, self)

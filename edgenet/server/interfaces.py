@@ -27,6 +27,21 @@ from typing import Any, Literal, Protocol
 from edgenet.server.compute import Stats
 from edgenet.server.logs import FileRecord
 
+
+class BackendUnavailable(Exception):
+    """A shared engine (a fleet's Redis or S3) cannot be reached now: the request it hit
+    changed nothing and may be retried. ``message`` is one line for the device."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BackendStartError(Exception):
+    """The shared state cannot be opened (an engine unreachable at start-up, a node id
+    in use): one line for the operator, exit status 1."""
+
+
 # -- presence --------------------------------------------------------------------
 
 
@@ -39,6 +54,8 @@ class ActiveDevice:
     udp_port: int
     since: float
     session_id: str
+    #: The fleet node that holds the session (None on a single node).
+    node: str | None = None
 
 
 @dataclass(frozen=True)

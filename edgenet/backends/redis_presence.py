@@ -1,0 +1,272 @@
+"""The fleet's ``Presence`` in Redis: who is active on any node, takeovers across nodes.
+
+A join, a leave and an evict are each one Lua script (atomic): the entry, the
+login order, this node's set of names and the version change together. When a
+script replaces or removes an entry held by another node, it appends a kick to
+that node's Redis Stream in the same step; each node reads its own stream
+(``XREAD BLOCK``) from the last entry it handled, so a kick is never lost while
+a node reconnects (a stream keeps it; plain pub/sub would drop it), and calls its
+``on_evict`` handlers, which close the session. Entries held by this node are
+announced here at once, as the embedded presence does.
+
+Liveness is ``leases.NodeLease``'s; after an outage this node puts back the
+entries of its live sessions (``resync``), unless a login elsewhere took the
+name meanwhile, in which case the local session is told it was replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from edgenet.backends.redislink import RedisLink
+from edgenet.server.interfaces import (
+    ActiveDevice,
+    BackendUnavailable,
+    EvictHandler,
+    EvictReason,
+    Joined,
+)
+
+log = structlog.get_logger("edgenet.fleet")
+
+#: Kicks kept per node's stream (approximately: XADD MAXLEN ~).
+KICKS_KEPT = 10_000
+#: Seconds one XREAD waits for a kick before it asks again.
+KICK_BLOCK_MS = 2000
+
+_JOIN = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local o = cjson.decode(old)
+  redis.call('SREM', ARGV[4] .. ':node:' .. o.node .. ':devs', ARGV[1])
+  if o.node ~= ARGV[3] then
+    redis.call('XADD', ARGV[4] .. ':kick:' .. o.node, 'MAXLEN', '~', ARGV[6], '*',
+               'dev', old, 'reason', ARGV[5])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
+redis.call('INCR', KEYS[4])
+return old
+"""
+
+# ARGV: name, session id ('' = whoever holds it), reason ('' = a leave), this node,
+# prefix, kicks kept.
+_REMOVE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+local o = cjson.decode(cur)
+if ARGV[2] ~= '' and o.session_id ~= ARGV[2] then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', ARGV[5] .. ':node:' .. o.node .. ':devs', ARGV[1])
+redis.call('INCR', KEYS[3])
+if ARGV[3] ~= '' and o.node ~= ARGV[4] then
+  redis.call('XADD', ARGV[5] .. ':kick:' .. o.node, 'MAXLEN', '~', ARGV[6], '*',
+             'dev', cur, 'reason', ARGV[3])
+end
+return cur
+"""
+
+# Put back one of this node's entries after an outage. ARGV: name, entry, node, prefix.
+_RESTORE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local mine = cjson.decode(ARGV[2])
+if cur then
+  if cjson.decode(cur).session_id == mine.session_id then
+    redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
+    return 'kept'
+  end
+  return 'taken'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
+redis.call('INCR', KEYS[4])
+return 'restored'
+"""
+
+
+def encode_device(d: ActiveDevice) -> str:
+    return json.dumps({"name": d.name, "ip": d.ip, "udp_port": d.udp_port, "since": d.since,
+                       "session_id": d.session_id, "node": d.node}, separators=(",", ":"))
+
+
+def decode_device(text: str) -> ActiveDevice:
+    v: dict[str, Any] = json.loads(text)
+    return ActiveDevice(str(v["name"]), str(v["ip"]), int(v["udp_port"]), float(v["since"]),
+                        str(v["session_id"]), None if v.get("node") is None else str(v["node"]))
+
+
+class RedisPresence:
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self.node = link.node
+        k = link.key
+        self._devs, self._order = k("devs"), k("order")
+        self._seq, self._version = k("seq"), k("version")
+        self._kicks = k("kick", self.node)
+        r = link.redis
+        self._join = r.register_script(_JOIN)
+        self._remove = r.register_script(_REMOVE)
+        self._restore = r.register_script(_RESTORE)
+        self._handlers: list[EvictHandler] = []
+        #: The entries of this node's sessions, by session id (put back by ``resync``).
+        self._mine: dict[str, ActiveDevice] = {}
+        #: Leaves that could not reach Redis (done by ``resync``).
+        self._unleft: dict[str, str] = {}
+        self._kick_task: asyncio.Task[None] | None = None
+        self._last_kick = "0-0"
+        self._stopping = False
+        link.on_recover.append(self.resync)
+
+    # -- Presence -----------------------------------------------------------------
+
+    def on_evict(self, handler: EvictHandler) -> None:
+        self._handlers.append(handler)
+
+    def _announce(self, dev: ActiveDevice, reason: EvictReason) -> None:
+        self._mine.pop(dev.session_id, None)
+        for handler in self._handlers:
+            handler(dev, reason)
+
+    async def join(self, name: str, ip: str, udp_port: int, now: float) -> Joined:
+        dev = ActiveDevice(name, ip, udp_port, now, secrets.token_hex(8), self.node)
+        old = await self.link.run(lambda r: self._join(
+            keys=[self._devs, self._order, self._seq, self._version],
+            args=[name, encode_device(dev), self.node, self.link.prefix, "replaced",
+                  KICKS_KEPT]))
+        self._mine[dev.session_id] = dev
+        replaced = decode_device(old) if old else None
+        if replaced is not None and replaced.node == self.node:
+            self._announce(replaced, "replaced")
+        return Joined(dev, replaced)
+
+    async def _remove_entry(self, name: str, session_id: str, reason: str) -> ActiveDevice | None:
+        removed = await self.link.run(lambda r: self._remove(
+            keys=[self._devs, self._order, self._version],
+            args=[name, session_id, reason, self.node, self.link.prefix, KICKS_KEPT]))
+        return decode_device(removed) if removed else None
+
+    async def leave(self, name: str, session_id: str) -> ActiveDevice | None:
+        self._mine.pop(session_id, None)
+        try:
+            return await self._remove_entry(name, session_id, "")
+        except BackendUnavailable:
+            self._unleft[session_id] = name
+            raise
+
+    async def evict(self, name: str, reason: EvictReason) -> ActiveDevice | None:
+        dev = await self._remove_entry(name, "", reason)
+        if dev is not None and dev.node == self.node:
+            self._announce(dev, reason)
+        return dev
+
+    async def get(self, name: str) -> ActiveDevice | None:
+        text = await self.link.run(lambda r: r.hget(self._devs, name))
+        return decode_device(text) if text else None
+
+    async def devices(self) -> list[ActiveDevice]:
+        async def snapshot(r: Any) -> list[Any]:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.zrange(self._order, 0, -1)
+                pipe.hgetall(self._devs)
+                result: list[Any] = await pipe.execute()
+                return result
+        order, entries = await self.link.run(snapshot)
+        return [decode_device(entries[n]) for n in order if n in entries]
+
+    async def count(self) -> int:
+        return int(await self.link.run(lambda r: r.hlen(self._devs)))
+
+    async def version(self) -> int:
+        return int(await self.link.run(lambda r: r.get(self._version)) or 0)
+
+    # -- kicks from other nodes ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start reading this node's kicks (from the newest one now: older ones name
+        sessions of an earlier run of this node)."""
+        newest = await self.link.run(lambda r: r.xrevrange(self._kicks, count=1))
+        self._last_kick = newest[0][0] if newest else "0-0"
+        self._kick_task = asyncio.get_running_loop().create_task(self._read_kicks())
+
+    async def stop(self) -> None:
+        """Stop reading kicks. The blocking read is ended by closing its connection
+        (cancelling it makes redis-py wait out the socket timeout first)."""
+        self._stopping = True
+        task = self._kick_task
+        if task is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self.link.blocking.connection_pool.disconnect()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _read_kicks(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                got = await self.link.blocking.xread({self._kicks: self._last_kick}, count=500,
+                                                     block=KICK_BLOCK_MS)
+            except Exception as exc:
+                if self._stopping:  # the connection was closed under the read on purpose
+                    return
+                if not isinstance(exc, (RedisError, OSError)):
+                    log.exception("kick_read_failed")
+                self.link.down(exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            delay = 0.1
+            for _stream, entries in got or ():
+                for entry_id, fields in entries:
+                    self._last_kick = entry_id
+                    self._kicked(fields)
+
+    def _kicked(self, fields: dict[str, str]) -> None:
+        try:
+            dev = decode_device(fields["dev"])
+            reason = fields.get("reason", "replaced")
+        except (KeyError, ValueError, TypeError):
+            log.warning("kick_malformed", fields=str(fields)[:200])
+            return
+        if reason not in ("replaced", "disconnected", "revoked"):
+            reason = "disconnected"
+        self._announce(dev, reason)  # type: ignore[arg-type]
+
+    # -- after an outage --------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Make Redis agree with this node's sessions again: leaves that failed are
+        done, this node's live entries put back (or their sessions closed when the
+        name was taken meanwhile), entries of this node without a session removed."""
+        for session_id, name in list(self._unleft.items()):
+            await self._remove_entry(name, session_id, "")
+            self._unleft.pop(session_id, None)
+        for dev in list(self._mine.values()):
+            outcome = await self.link.run(lambda r, d=dev: self._restore(  # type: ignore[misc]
+                keys=[self._devs, self._order, self._seq, self._version],
+                args=[d.name, encode_device(d), self.node, self.link.prefix]))
+            if outcome == "taken":
+                self._announce(dev, "replaced")
+        listed = await self.link.run(lambda r: r.smembers(self.link.key("node", self.node,
+                                                                         "devs")))
+        live = {d.name: d.session_id for d in self._mine.values()}
+        for name in listed:
+            if name not in live:
+                entry = await self.get(name)
+                if entry is not None and entry.node == self.node:
+                    await self._remove_entry(name, entry.session_id, "")
+        log.info("presence_resynced", devices=len(self._mine))

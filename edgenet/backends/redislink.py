@@ -1,0 +1,131 @@
+"""One node's link to the fleet's Redis: the client, the key layout, and its health.
+
+Every Redis backend goes through ``RedisLink.run``: while Redis answers, a call
+is one command (or script, or pipeline); when it does not, the call raises
+``BackendUnavailable`` at once (no request waits on a dead Redis) and a watcher
+task retries with exponential backoff (0.1 s doubling to 2 s) until Redis answers
+again, then runs the ``on_recover`` hooks (the presence re-registers this node's
+devices, the event log flushes what it queued). ``ready()`` says whether Redis
+answers now (``/healthz``).
+
+Keys all start with ``{prefix}:`` where ``prefix`` is ``--redis-prefix`` in
+braces (a Redis Cluster hash tag: every key of a fleet lives in one slot, so
+the Lua scripts may touch several). The layout is in docs/FLEET.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from edgenet.server.interfaces import BackendUnavailable
+
+log = structlog.get_logger("edgenet.fleet")
+
+T = TypeVar("T")
+
+#: Seconds to connect to Redis and to wait for one answer before calling it down.
+SOCKET_TIMEOUT = 2.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
+UNAVAILABLE = "the fleet's shared state (Redis) is unreachable; try again shortly"
+
+
+class RedisLink:
+    def __init__(self, url: str, prefix: str, node: str,
+                 client: Any = None) -> None:
+        self.url = url
+        self.prefix = "{" + prefix.strip("{}") + "}"
+        self.node = node
+        # Typed Any: redis-py's own annotations are looser than mypy --strict wants.
+        self.redis: Any = client or aioredis.from_url(
+            url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=5)
+        #: A second client for blocking reads (XREAD BLOCK), so they never hold up
+        #: the commands of devices.
+        self.blocking: Any = aioredis.from_url(
+            url, decode_responses=True, socket_connect_timeout=SOCKET_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT + 5)
+        self._up = True
+        self._watcher: asyncio.Task[None] | None = None
+        self.on_recover: list[Callable[[], Awaitable[None]]] = []
+        self.outages = 0
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def ready(self) -> bool:
+        return self._up
+
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """``call(redis)``; BackendUnavailable when Redis is down (or goes down now)."""
+        if not self._up:
+            raise BackendUnavailable(UNAVAILABLE)
+        try:
+            return await call(self.redis)
+        except ResponseError:
+            raise  # a bug of ours (a script, a wrong type): not an outage
+        except (RedisError, OSError) as exc:
+            self.down(exc)
+            raise BackendUnavailable(UNAVAILABLE) from None
+
+    def down(self, exc: BaseException) -> None:
+        """Redis failed a call: refuse further calls until the watcher reaches it."""
+        if self._up:
+            self._up = False
+            self.outages += 1
+            log.error("redis_unavailable", error=str(exc) or type(exc).__name__, url=_safe(self.url))
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.redis.ping()
+            except (RedisError, OSError):
+                delay = min(BACKOFF_MAX, delay * 2)
+                continue
+            break
+        self._up = True
+        log.info("redis_recovered", url=_safe(self.url))
+        for hook in list(self.on_recover):
+            try:
+                await hook()
+            except BackendUnavailable:
+                return  # down again: the next outage's watcher runs the hooks again
+            except Exception:  # a bug of ours: the others still run
+                log.exception("redis_recover_hook_failed")
+
+    async def check(self) -> None:
+        """Raise BackendUnavailable unless Redis answers now (start-up)."""
+        await self.run(lambda r: r.ping())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+        for client in (self.redis, self.blocking):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+
+def _safe(url: str) -> str:
+    """The URL without a password (``redis://:secret@host`` -> ``redis://***@host``)."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def decode_hash(values: Any) -> dict[str, str]:
+    """A Lua array of ``k1, v1, k2, v2`` (HGETALL inside a script) as a dict."""
+    items = list(values or [])
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items) - 1, 2)}
