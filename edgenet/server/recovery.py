@@ -20,6 +20,14 @@ line is an upload (ties go to what the file system shows):
 The device was never acknowledged in either case, so it may retry; an
 acknowledged upload or delete is always already logged. Each repair is
 reported (a ``log_repaired`` event at start-up).
+
+"Later" is judged without trusting one reading of a local time: the logs keep
+``dd Month yyyy hh:mm:ss`` in local time, for people, and a time in the hour
+that repeats when daylight saving time ends stands for two instants an hour
+apart. Each line's time is taken as the range of instants its text can stand
+for (``local_readings``), and a line is repaired only when *no* reading makes
+the logs agree with the files: an upload at 02:05 CET after a deletion at
+02:55 CEST is not mistaken for one before it.
 """
 
 from __future__ import annotations
@@ -28,9 +36,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord
+from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileLog, FileRecord, format_timestamp
 
 Key = tuple[str, int]
+#: Offsets by which a local clock moves at a time-zone change (DST, and the 30-minute
+#: zones), in seconds.
+_SHIFTS = (3600.0, 1800.0, 7200.0)
+
+
+def local_readings(t: float) -> tuple[float, float]:
+    """The earliest and latest instant that ``t``'s local-time text stands for (equal
+    but in a repeated hour, whose text stands for two instants)."""
+    text = format_timestamp(t)
+    low = high = t
+    for shift in _SHIFTS:
+        if format_timestamp(t - shift) == text:
+            low = min(low, t - shift)
+        if format_timestamp(t + shift) == text:
+            high = max(high, t + shift)
+    return low, high
+
+
+def may_follow(later: FileRecord, earlier: FileRecord) -> bool:
+    """Whether some reading of the two lines' local times puts ``later`` at or after
+    ``earlier``."""
+    return local_readings(later.time)[1] >= local_readings(earlier.time)[0]
 
 
 @dataclass(frozen=True)
@@ -48,10 +78,11 @@ def reconcile(found: Mapping[Key, FoundFile], uploads: FileLog, deletions: FileL
     for key, on_disk in sorted(found.items()):
         up = uploads.last.get(key)
         gone = deletions.last.get(key)
-        if up is not None and (gone is None or up.time >= gone.time) \
+        if up is not None and (gone is None or may_follow(up, gone)) \
                 and up.samples == on_disk.samples:
             continue
-        when = on_disk.mtime if gone is None else max(on_disk.mtime, gone.time)
+        when = on_disk.mtime if gone is None else max(on_disk.mtime,
+                                                      local_readings(gone.time)[1])
         uploads.append(FileRecord(key[0], when, key[1], on_disk.samples))
         repairs.append({"log": UPLOAD_LOG, "device": key[0], "file_id": key[1],
                         "samples": on_disk.samples,
@@ -60,7 +91,7 @@ def reconcile(found: Mapping[Key, FoundFile], uploads: FileLog, deletions: FileL
         if key in found:
             continue
         gone = deletions.last.get(key)
-        if gone is not None and gone.time >= up.time:
+        if gone is not None and may_follow(gone, up):
             continue
         deletions.append(FileRecord(key[0], max(now, up.time), key[1], up.samples))
         repairs.append({"log": DELETION_LOG, "device": key[0], "file_id": key[1],
