@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "after this long (default {})", metavar="SECONDS")
     opt(lim, "--send-timeout", S.send_timeout, "drop a device that does not read its replies "
         "for this long (default {})", metavar="SECONDS")
+    opt(lim, "--upload-idle-timeout", S.upload_idle_timeout, "drop a device whose upload "
+        "sends no data for this long (default {})", metavar="SECONDS")
     opt(lim, "--shutdown-grace", S.shutdown_grace, "on SIGTERM/SIGINT, time given to uploads "
         "in flight (default {})", metavar="SECONDS")
     lim.add_argument("--tls-cert", default=None, metavar="FILE",
@@ -187,6 +189,8 @@ def run_server(args: argparse.Namespace) -> int:
                           login_rate=_count(args.login_rate, "--login-rate"),
                           login_timeout=_positive(args.login_timeout, "--login-timeout"),
                           send_timeout=_positive(args.send_timeout, "--send-timeout"),
+                          upload_idle_timeout=_positive(args.upload_idle_timeout,
+                                                        "--upload-idle-timeout"),
                           shutdown_grace=_positive(args.shutdown_grace, "--shutdown-grace"),
                           tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                           tls_key=Path(args.tls_key) if args.tls_key else None,

@@ -40,6 +40,9 @@ class ServerConfig:
     login_timeout: float = 120.0
     #: Seconds a reply may wait for a peer that does not read before it is dropped.
     send_timeout: float = 30.0
+    #: Seconds an upload's body may make no progress before the upload and the
+    #: connection are dropped (the temporary file removed, the device logged out).
+    upload_idle_timeout: float = 30.0
     #: Seconds in-flight uploads get to finish on SIGTERM/SIGINT before they are aborted.
     shutdown_grace: float = 5.0
     #: PEM certificate chain and private key: serve devices over TLS when both are set.

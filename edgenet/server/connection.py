@@ -28,6 +28,7 @@ from edgenet.server.session import (
     RequestReceived,
     UploadData,
     UploadDone,
+    UploadStalled,
 )
 from edgenet.server.state import ServerState
 from edgenet.wire import messages as m
@@ -84,7 +85,7 @@ class DeviceConnection:
             self.ip = self.ip[7:]
         self.peer = f"{self.ip}:{peer[1]}"
         self.proto = DeviceSession(config.max_upload, config.heartbeat, time.monotonic(),
-                                   config.login_timeout)
+                                   config.login_timeout, config.upload_idle_timeout)
         try:
             writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         except (AttributeError, NotImplementedError):  # a transport without flow control
@@ -110,7 +111,8 @@ class DeviceConnection:
         if not self.writer.transport.is_closing():  # else the transport is already gone
             self._send(m.Notice(kind, message))  # the session's last word
         self.proto.close()
-        if kind == "timeout":
+        if kind in ("timeout", "upload_timeout") and self.writer.transport.get_write_buffer_size():
+            # A silent peer may never read what is still buffered: do not wait to flush it.
             self.writer.transport.abort()
         else:
             self.writer.close()
@@ -123,9 +125,19 @@ class DeviceConnection:
             self.disconnect("shutdown", SHUTDOWN_MESSAGE)
 
     def heartbeat(self, now: float) -> None:
-        if self.busy or self._closing or self.proto.uploading:
+        if self.busy or self._closing:
             return
         action = self.proto.heartbeat_action(now)
+        if isinstance(action, UploadStalled):
+            file_id = self._upload[0].file_id if self._upload is not None else None
+            log.warning("upload_stalled", device=self.name, peer=self.peer, file_id=file_id,
+                        seconds=round(action.seconds, 1), received=action.received,
+                        expected=action.expected)
+            if self._upload is not None:
+                self._upload[1].abort()  # the temporary file goes now, not at the close
+            self.disconnect("upload_timeout", f"no upload data for {action.seconds:.0f} "
+                                              "seconds; closing the connection")
+            return
         if isinstance(action, PingDue):
             self.writer.write(action.frame)
         elif isinstance(action, PeerSilent):

@@ -114,7 +114,18 @@ class LoginTimedOut:
     seconds: float
 
 
-Liveness = PingDue | PeerSilent | LoginTimedOut | None
+@dataclass(frozen=True)
+class UploadStalled:
+    """No byte of an upload's body for ``seconds`` (the upload idle timeout): drop the
+    upload and the connection."""
+
+    seconds: float
+    #: Body bytes received before the stall.
+    received: int
+    expected: int
+
+
+Liveness = PingDue | PeerSilent | LoginTimedOut | UploadStalled | None
 
 #: Requests allowed before login.
 _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
@@ -122,17 +133,22 @@ _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 
 class DeviceSession:
     def __init__(self, max_upload: int, heartbeat: float, now: float,
-                 login_timeout: float | None = None) -> None:
+                 login_timeout: float | None = None,
+                 upload_idle_timeout: float | None = None) -> None:
         self._decoder = FrameDecoder(max_body=max_upload)
         self.phase = Phase.HELLO
         self.heartbeat = heartbeat
         #: A connection not logged in this long after it opened is closed (None: never).
         self.login_timeout = login_timeout
+        #: An upload whose body makes no progress this long is given up (None: never).
+        self.upload_idle_timeout = upload_idle_timeout
         self.opened = now
         self.last_received = now
         self._last_ping = now
         self._ping_id = 0
         self._uploading = False
+        self._upload_expected = 0
+        self._upload_received = 0
         self._discarding = False
         self._hello_answered = False
         #: The id of the login request waiting for its reply.
@@ -160,6 +176,7 @@ class DeviceSession:
             if isinstance(ev, BodyChunk):
                 if self._discarding:
                     continue
+                self._upload_received += len(ev.data)
                 return UploadData(ev.data)
             if isinstance(ev, BodyEnd):
                 if self._discarding:
@@ -200,6 +217,7 @@ class DeviceSession:
             self._login_id = req.id
         if isinstance(req, m.Upload):
             self._uploading = header.body > 0
+            self._upload_expected, self._upload_received = header.body, 0
         return RequestReceived(req)
 
     def _bad(self, request_id: int | None, code: str, message: str) -> BadRequest:
@@ -256,8 +274,30 @@ class DeviceSession:
 
     # -- liveness --------------------------------------------------------------
 
+    def deadline(self) -> float | None:
+        """The next time at which ``heartbeat_action`` has something to say (the adapter
+        calls it at or after this time; None: nothing is due, the session is closed)."""
+        if self.phase is Phase.CLOSED:
+            return None
+        if self._uploading:
+            if self.upload_idle_timeout is None:
+                return None
+            return self.last_received + self.upload_idle_timeout
+        due = [self.last_received + SILENT_HEARTBEATS * self.heartbeat,
+               max(self.last_received, self._last_ping) + self.heartbeat]
+        if self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN):
+            due.append(self.opened + self.login_timeout)
+        return min(due)
+
     def heartbeat_action(self, now: float) -> Liveness:
-        """What the peer's silence calls for at ``now``, if anything."""
+        """What the peer's silence calls for at ``now``, if anything. While an upload's
+        body streams there are no pings (the device is busy sending); a body that
+        makes no progress for ``upload_idle_timeout`` is ``UploadStalled``."""
+        if self._uploading:
+            idle = now - self.last_received
+            if self.upload_idle_timeout is not None and idle >= self.upload_idle_timeout:
+                return UploadStalled(idle, self._upload_received, self._upload_expected)
+            return None
         if (self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN)
                 and now - self.opened >= self.login_timeout):
             return LoginTimedOut(self.login_timeout)

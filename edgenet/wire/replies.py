@@ -95,7 +95,7 @@ class ErrorReply(_Encoded):
 @dataclass(frozen=True)
 class Notice(_Encoded):
     """Sent unprompted just before the server closes the connection (``kind``:
-    replaced, disconnected, shutdown, timeout, login_timeout, revoked)."""
+    replaced, disconnected, shutdown, timeout, login_timeout, upload_timeout, revoked)."""
 
     KIND: ClassVar[str] = "notice"
     kind: str
