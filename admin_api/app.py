@@ -7,6 +7,7 @@ server's ``on_start``/``on_stop`` hooks) and serves from the server's own state
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import errno
 import hashlib
@@ -20,6 +21,7 @@ from aiohttp import web
 from admin_api import views as v
 from admin_api.auth import admin_config_error, auth_middleware
 from admin_api.errors import body_limit_middleware, error_middleware
+from admin_api.guard import AdminLimits, ConnectionGuard, GuardedSite
 from admin_api.metrics import ServerMetrics
 from admin_api.sampling import HistorySampler
 
@@ -147,10 +149,20 @@ class AdminService:
         if problem:
             raise AdminStartError(problem)
         app = create_app(server, token=token)
+        limits = AdminLimits(cfg.admin_max_connections, cfg.admin_header_timeout,
+                             cfg.admin_idle_timeout)
+
+        def handler() -> asyncio.Protocol:
+            assert runner.server is not None
+            return runner.server()
+
+        guard = ConnectionGuard(handler, limits)
+        app.middlewares.insert(0, guard.middleware)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=SHUTDOWN_GRACE)
+                               shutdown_timeout=SHUTDOWN_GRACE,
+                               keepalive_timeout=limits.idle_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=128)
+        site = GuardedSite(runner, host, port, guard, backlog=128)
         try:
             await site.start()
         except OSError as exc:

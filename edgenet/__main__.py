@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--no-admin", action="store_true", help="do not run the admin HTTP API")
     opt(srv, "--admin-token", S.admin_token,
         "bearer token for the admin API (or EDGENET_ADMIN_TOKEN)")
+    opt(srv, "--admin-max-connections", S.admin_max_connections, "admin HTTP connections "
+        "open at once (default {}); more get 503", metavar="N")
+    opt(srv, "--admin-header-timeout", S.admin_header_timeout, "close an admin connection "
+        "whose request head takes longer than this (default {})", metavar="SECONDS")
+    opt(srv, "--admin-idle-timeout", S.admin_idle_timeout, "close an admin connection idle "
+        "between requests for this long (default {})", metavar="SECONDS")
     lim = srv.add_argument_group("limits and TLS (see docs/SECURITY.md)")
     opt(lim, "--max-connections", S.max_connections,
         "open device connections at most (default {})", metavar="N")
@@ -183,6 +189,12 @@ def run_server(args: argparse.Namespace) -> int:
                           admin_host=args.admin_host,
                           admin_port=_port(args.admin_port, "admin port"),
                           admin_enabled=not args.no_admin,
+                          admin_max_connections=_count(args.admin_max_connections,
+                                                       "--admin-max-connections", 1),
+                          admin_header_timeout=_positive(args.admin_header_timeout,
+                                                         "--admin-header-timeout"),
+                          admin_idle_timeout=_positive(args.admin_idle_timeout,
+                                                       "--admin-idle-timeout"),
                           admin_token=args.admin_token or os.environ.get("EDGENET_ADMIN_TOKEN")
                           or None,
                           max_connections=_count(args.max_connections, "--max-connections", 1),

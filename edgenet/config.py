@@ -31,6 +31,13 @@ class ServerConfig:
     admin_port: int = 8080
     admin_enabled: bool = True
     admin_token: str | None = None
+    #: Admin HTTP connections open at once; one more gets 503 and is closed.
+    admin_max_connections: int = 128
+    #: Seconds a request head may take to arrive (from the connection opening, or
+    #: from its first byte after a response), before the connection is closed.
+    admin_header_timeout: float = 10.0
+    #: Seconds a kept-alive admin connection may stay idle between requests.
+    admin_idle_timeout: float = 60.0
     #: Open device connections at most; one more is told ``server_busy`` and closed.
     max_connections: int = 10_000
     #: Failed logins per minute allowed per IP address (burst as large); 0: no limit.
