@@ -3,6 +3,8 @@ one-line reason when it cannot be read."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 
@@ -23,11 +25,40 @@ def read_small_text(path: Path, what: str, max_bytes: int) -> str:
         raise TextFileError(f"cannot read {what} {path}: {reason.lower()}") from None
 
 
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file (after symbolic links) of at
+    most ``max_bytes``. Never blocks on a FIFO or a device: it is opened without
+    waiting (``O_NONBLOCK``) and refused when it is not a regular file. Raises
+    OSError, or ValueError naming what is wrong."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path} is not a regular file ({_kind(mode)})")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"{path} is larger than {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
 def read_secret_file(path: Path, what: str, max_bytes: int = 4096) -> str:
     """The first line of a file holding a secret (a password, a token), stripped;
     refused when group or others can read it, like ssh does for its keys."""
-    import stat
-
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -14,9 +14,10 @@ import gc
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from edgenet.server.proxied import ProxiedListener
 
 log = structlog.get_logger("edgenet.server")
+T = TypeVar("T")
 
 #: Seconds given to connections to close after the grace for uploads, before they are cancelled.
 SHUTDOWN_GRACE = 3.0
@@ -58,6 +60,8 @@ class EdgeServer:
         self.closing = False
         self.connections: set[DeviceConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Credentials reloads started by SIGHUP (cancelled, not awaited, on shutdown).
+        self._reloads: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | ProxiedListener | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
@@ -135,6 +139,8 @@ class EdgeServer:
         commands finish within ``config.shutdown_grace``, then cancel what is left (an
         upload cut short leaves no file and no log line)."""
         self.closing = True
+        for reload in list(self._reloads):
+            reload.cancel()
         if self._server is not None:
             self._server.close()
         if self._heartbeat_task is not None:
@@ -242,7 +248,7 @@ class EdgeServer:
         the file is read and parsed in a worker thread, then applied here. Devices no
         longer listed are disconnected (notice ``revoked``). A file that cannot be read
         or parsed keeps the old credentials. Returns what happened, for a JSON reply."""
-        return await self._apply_credentials(await asyncio.to_thread(self._read_credentials))
+        return await self._apply_credentials(await _in_daemon_thread(self._read_credentials))
 
     def _read_credentials(self) -> Credentials | str:
         """The file's credentials, or why they cannot be used (touches no state)."""
@@ -275,18 +281,47 @@ class EdgeServer:
                 "disconnected": revoked, "plain_text": len(new.plain_text)}
 
     def reload_on_signal(self) -> None:
-        """SIGHUP: reload in a task the server tracks (it is awaited on shutdown)."""
+        """SIGHUP: reload in a task the server tracks (shutdown cancels it: a reload is
+        never waited for)."""
         async def reload() -> None:
             await self.reload_credentials()
 
         task = asyncio.get_running_loop().create_task(reload())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def info(self) -> dict[str, Any]:
         return {"version": __version__, "started_at": self.started_at, "pid": os.getpid(),
                 "devices": await self.state.presence.count(),
                 "connections": self.connection_count}
+
+
+def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """``fn()`` on a daemon thread: a read that blocks (a credentials file on a hung
+    mount) holds up neither the loop nor the exit of the process, as a thread of the
+    default executor would (the interpreter waits for those at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="edgenet-reload", daemon=True).start()
+    return fut
 
 
 async def serve(config: ServerConfig, credentials: Credentials,

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenet.server.passwords import HashFormatError, PasswordHash, is_hashed, parse_hash
+from edgenet.textfile import read_regular_file
+
+#: Largest credentials file read (about 40,000 hashed entries): anything bigger is refused.
+MAX_CREDENTIALS_BYTES = 8 * 2**20
 
 
 class CredentialsError(Exception):
@@ -47,11 +51,13 @@ class Credentials:
     @classmethod
     def load(cls, path: Path) -> Credentials:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular_file(path, MAX_CREDENTIALS_BYTES).decode("utf-8")
         except FileNotFoundError:
             raise CredentialsError(f"credentials file not found: {path}") from None
         except UnicodeDecodeError:
             raise CredentialsError(f"credentials file {path} is not valid UTF-8") from None
+        except ValueError as exc:  # not a regular file, or too large: never read
+            raise CredentialsError(f"credentials file {exc}") from None
         except OSError as exc:
             raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
         return cls.parse(text, str(path))
