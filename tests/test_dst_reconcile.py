@@ -43,7 +43,7 @@ def test_a_history_across_the_dst_switch_opens_without_repairs(
     assert PYZ.exists(), "build/edgenet.pyz is missing: run `make pyz` (make test does)"
     data = tmp_path / "data"
     data.mkdir()
-    t_up, up_cest = berlin(0, 50)        # 02:50 CEST
+    _, up_cest = berlin(0, 50)           # 02:50 CEST
     _, gone_cest = berlin(0, 55)         # 02:55 CEST
     t_again, again_cet = berlin(1, 5)    # 02:05 CET: 10 minutes later, an earlier text
     assert up_cest.endswith("02:50:00") and again_cet.endswith("02:05:00")
