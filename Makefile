@@ -57,10 +57,10 @@ test: build/edgenet.pyz build/edgenet-fleet.pyz
 soak: build/edgenet.pyz
 	$(VPY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-bench: build/edgenet.pyz
+bench: build/edgenet.pyz build/edgenet-fleet.pyz
 	$(VPY) bench/run.py
 
-bench-quick: build/edgenet.pyz
+bench-quick: build/edgenet.pyz build/edgenet-fleet.pyz
 	$(VPY) bench/run.py --quick
 
 clean:

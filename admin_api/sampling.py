@@ -16,6 +16,7 @@ from aiohttp import web
 
 from admin_api.history import SERIES_NAMES, CounterHistory
 from admin_api.metrics import ServerMetrics, counter_totals
+from edgenet.server.interfaces import BackendUnavailable
 
 log = structlog.get_logger("edgenet.admin")
 
@@ -46,6 +47,8 @@ class HistorySampler:
         while True:
             try:
                 await self.sample_now()
+            except BackendUnavailable:
+                pass  # a fleet's shared state is out of reach: no point this second
             except Exception:
                 self.failures += 1
                 if self.failures == 1:

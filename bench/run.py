@@ -24,6 +24,7 @@ FULL = [
     ("uvf", ["bench_uvf.py", "--size-mb", "200", "--runs", "3"]),
     ("p2p", ["bench_p2p.py", "--size-mb", "100", "--runs", "3"]),
     ("scale", ["bench_scale.py", "--devices", "100,1000,5000", "--seconds", "5", "--runs", "3"]),
+    ("fleet", ["bench_fleet.py", "--devices", "100", "--seconds", "5", "--runs", "3"]),
 ]
 QUICK = [
     ("startup", ["bench_startup.py", "--runs", "2"]),
@@ -32,13 +33,15 @@ QUICK = [
     ("p2p", ["bench_p2p.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05",
              "--tftp-mb", "2", "--no-lossy-tftp"]),
     ("scale", ["bench_scale.py", "--devices", "100", "--seconds", "2", "--runs", "1"]),
+    ("fleet", ["bench_fleet.py", "--devices", "30", "--seconds", "2", "--runs", "1",
+               "--takeovers", "10"]),
 ]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated subset: startup,upload,uvf,p2p,scale")
+    ap.add_argument("--only", default="", help="comma-separated subset: startup,upload,uvf,p2p,scale,fleet")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)

@@ -38,7 +38,7 @@ for _, name in ipairs(redis.call('SMEMBERS', set)) do
 end
 redis.call('DEL', set)
 redis.call('SREM', KEYS[4], ARGV[1])
-if n > 0 then redis.call('INCR', KEYS[3]) end
+if n > 0 then redis.call('PUBLISH', KEYS[3], redis.call('INCR', KEYS[3])) end
 return n
 """
 

@@ -38,6 +38,8 @@ LAG = 0.3
 MAX_QUEUED = 10_000
 #: Entries published to Redis per round trip.
 BATCH = 500
+#: Seconds the publisher waits after the first queued event, to publish many at once.
+BATCH_WINDOW = 0.01
 
 
 class RedisEventLog:
@@ -165,6 +167,8 @@ class RedisEventLog:
         assert self._wake is not None
         while True:
             await self._wake.wait()
+            # Gather what a busy node logs in a few milliseconds into one round trip.
+            await asyncio.sleep(BATCH_WINDOW)
             self._wake.clear()
             with contextlib.suppress(BackendUnavailable):
                 await self._publish_pending()

@@ -54,7 +54,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
 redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
-redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', KEYS[4], redis.call('INCR', KEYS[4]))
 return old
 """
 
@@ -68,7 +68,7 @@ if ARGV[2] ~= '' and o.session_id ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', ARGV[5] .. ':node:' .. o.node .. ':devs', ARGV[1])
-redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', KEYS[3], redis.call('INCR', KEYS[3]))
 if ARGV[3] ~= '' and o.node ~= ARGV[4] then
   redis.call('XADD', ARGV[5] .. ':kick:' .. o.node, 'MAXLEN', '~', ARGV[6], '*',
              'dev', cur, 'reason', ARGV[3])
@@ -90,7 +90,7 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
 redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
-redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', KEYS[4], redis.call('INCR', KEYS[4]))
 return 'restored'
 """
 
@@ -126,6 +126,11 @@ class RedisPresence:
         self._kick_task: asyncio.Task[None] | None = None
         self._last_kick = "0-0"
         self._stopping = False
+        self._cached: int | None = None
+        self._generation = 0
+        self._listening = False
+        self._pubsub: Any = None
+        self._listen_task: asyncio.Task[None] | None = None
         link.on_recover.append(self.resync)
 
     # -- Presence -----------------------------------------------------------------
@@ -144,6 +149,7 @@ class RedisPresence:
             keys=[self._devs, self._order, self._seq, self._version],
             args=[name, encode_device(dev), self.node, self.link.prefix, "replaced",
                   KICKS_KEPT]))
+        self._changed()
         self._mine[dev.session_id] = dev
         replaced = decode_device(old) if old else None
         if replaced is not None and replaced.node == self.node:
@@ -154,6 +160,8 @@ class RedisPresence:
         removed = await self.link.run(lambda r: self._remove(
             keys=[self._devs, self._order, self._version],
             args=[name, session_id, reason, self.node, self.link.prefix, KICKS_KEPT]))
+        if removed:
+            self._changed()
         return decode_device(removed) if removed else None
 
     async def leave(self, name: str, session_id: str) -> ActiveDevice | None:
@@ -188,7 +196,44 @@ class RedisPresence:
         return int(await self.link.run(lambda r: r.hlen(self._devs)))
 
     async def version(self) -> int:
-        return int(await self.link.run(lambda r: r.get(self._version)) or 0)
+        """The list's version; kept here between changes while this node hears of them
+        (every change publishes on the version's channel), so an AED with nothing new
+        costs no round trip."""
+        if self._cached is not None:
+            return self._cached
+        generation = self._generation
+        value = int(await self.link.run(lambda r: r.get(self._version)) or 0)
+        if self._listening and generation == self._generation:
+            self._cached = value
+        return value
+
+    def _changed(self) -> None:
+        self._cached = None
+        self._generation += 1
+
+    async def _listen(self) -> None:
+        """Hear of every change of the list (pub/sub: a message lost while reconnecting
+        only means the next ``version`` asks Redis, as the cache is dropped then)."""
+        delay = 0.1
+        while not self._stopping:
+            self._pubsub = pubsub = self.link.blocking.pubsub()
+            with contextlib.suppress(Exception):  # lost: ask Redis until subscribed again
+                await pubsub.subscribe(self._version)
+                self._listening = True
+                self._changed()
+                delay = 0.1
+                while not self._stopping:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1.0)
+                    if message is not None:
+                        self._changed()
+            self._listening = False
+            self._changed()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            if not self._stopping:
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     # -- kicks from other nodes ---------------------------------------------------------
 
@@ -198,21 +243,25 @@ class RedisPresence:
         newest = await self.link.run(lambda r: r.xrevrange(self._kicks, count=1))
         self._last_kick = newest[0][0] if newest else "0-0"
         self._kick_task = asyncio.get_running_loop().create_task(self._read_kicks())
+        self._listen_task = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
         """Stop reading kicks. The blocking read is ended by closing its connection
         (cancelling it makes redis-py wait out the socket timeout first)."""
         self._stopping = True
-        task = self._kick_task
-        if task is None:
+        tasks = {t for t in (self._kick_task, self._listen_task) if t is not None}
+        if not tasks:
             return
+        with contextlib.suppress(Exception):
+            if self._pubsub is not None:
+                await self._pubsub.aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.link.blocking.connection_pool.disconnect()
-        done, _ = await asyncio.wait({task}, timeout=1.0)
-        if not done:
+        _, pending = await asyncio.wait(tasks, timeout=1.5)
+        for task in pending:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def _read_kicks(self) -> None:
         delay = 0.1
@@ -261,6 +310,7 @@ class RedisPresence:
                 args=[d.name, encode_device(d), self.node, self.link.prefix]))
             if outcome == "taken":
                 self._announce(dev, "replaced")
+            self._changed()
         listed = await self.link.run(lambda r: r.smembers(self.link.key("node", self.node,
                                                                          "devs")))
         live = {d.name: d.session_id for d in self._mine.values()}

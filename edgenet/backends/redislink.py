@@ -65,6 +65,8 @@ class RedisLink:
     async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
         """``call(redis)``; BackendUnavailable when Redis is down (or goes down now)."""
         if not self._up:
+            if self._watcher is None or self._watcher.done():
+                self.down(ConnectionError("still unreachable"))
             raise BackendUnavailable(UNAVAILABLE)
         try:
             return await call(self.redis)
@@ -87,21 +89,28 @@ class RedisLink:
         delay = BACKOFF_FIRST
         while True:
             await asyncio.sleep(delay)
-            try:
+            # Connections made before the outage are dead: drop them before the
+            # answer counts (else the first command after it fails again).
+            with contextlib.suppress(Exception):
+                await self.redis.connection_pool.disconnect()
                 await self.redis.ping()
-            except (RedisError, OSError):
-                delay = min(BACKOFF_MAX, delay * 2)
-                continue
-            break
+                if await self._recovered():
+                    return
+            delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _recovered(self) -> bool:
+        """Redis answers: run the hooks. False when it went away again meanwhile."""
         self._up = True
-        log.info("redis_recovered", url=_safe(self.url))
         for hook in list(self.on_recover):
             try:
                 await hook()
             except BackendUnavailable:
-                return  # down again: the next outage's watcher runs the hooks again
+                self._up = False
+                return False
             except Exception:  # a bug of ours: the others still run
                 log.exception("redis_recover_hook_failed")
+        log.info("redis_recovered", url=_safe(self.url))
+        return True
 
     async def check(self) -> None:
         """Raise BackendUnavailable unless Redis answers now (start-up)."""

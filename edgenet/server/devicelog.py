@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from edgenet.server.health import Health
-from edgenet.server.interfaces import ActiveDevice, Presence
+from edgenet.server.interfaces import ActiveDevice, BackendUnavailable, Presence
 from edgenet.server.logs import format_timestamp, write_atomically
 
 log = structlog.get_logger("edgenet.server")
@@ -79,8 +80,13 @@ class DeviceLogWriter:
             self._task.cancel()
 
     async def write_now(self) -> None:
-        """Rewrite the file from the active list now (start-up, shutdown). Raises OSError."""
-        write_atomically(self.path, device_log_lines(await self.presence.devices()))
+        """Rewrite the file from the active list now (start-up, shutdown). Raises OSError
+        (also when a fleet's presence cannot be read: the file is behind until it can)."""
+        try:
+            devices = await self.presence.devices()
+        except BackendUnavailable as exc:
+            raise OSError(errno.EAGAIN, exc.message) from None
+        write_atomically(self.path, device_log_lines(devices))
 
     async def _run(self) -> None:
         try:
