@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PEM certificate chain: serve devices over TLS (with --tls-key)")
     lim.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
     add_fleet_options(srv)
+    nat = srv.add_argument_group("UVF across NATs: rendezvous and relay (see docs/SECURITY.md)")
+    opt(nat, "--udp-port", S.udp_port, "UDP port of the rendezvous and relay (default: "
+        "SERVER_PORT's number; 0 turns them off)", metavar="PORT")
+    opt(nat, "--relay-device-rate", S.relay_device_rate, "bytes a second one device may send "
+        "through the relay; 0: no limit (default {})", metavar="BYTES")
+    opt(nat, "--relay-total-rate", S.relay_total_rate, "bytes a second through the relay in "
+        "all (default {})", metavar="BYTES")
+    opt(nat, "--relay-device-bytes", S.relay_device_bytes, "bytes an hour one device may send "
+        "through the relay (default {})", metavar="BYTES")
+    opt(nat, "--relay-total-bytes", S.relay_total_bytes, "bytes an hour through the relay in "
+        "all (default {})", metavar="BYTES")
 
     cli = sub.add_parser("client", help="run an edge device (interactive or scripted)",
                          description="Run an edge device: log in to the server at "
@@ -206,6 +217,13 @@ def run_server(args: argparse.Namespace) -> int:
                           shutdown_grace=_positive(args.shutdown_grace, "--shutdown-grace"),
                           tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                           tls_key=Path(args.tls_key) if args.tls_key else None,
+                          udp_port=None if args.udp_port in (None, "") else
+                          _port(args.udp_port, "--udp-port"),
+                          relay_device_rate=_count(args.relay_device_rate, "--relay-device-rate"),
+                          relay_total_rate=_count(args.relay_total_rate, "--relay-total-rate"),
+                          relay_device_bytes=_count(args.relay_device_bytes,
+                                                    "--relay-device-bytes"),
+                          relay_total_bytes=_count(args.relay_total_bytes, "--relay-total-bytes"),
                           **fleet_fields)
     events: Any = None
     if config.admin_enabled:
@@ -247,7 +265,7 @@ def run_server(args: argparse.Namespace) -> int:
     import structlog
 
     from admin_api.app import AdminStartError
-    from edgenet.server.app import EdgeServer, serve
+    from edgenet.server.app import EdgeServer, RendezvousStartError, serve
     from edgenet.server.interfaces import BackendStartError
 
     log = structlog.get_logger("edgenet.server")
@@ -273,7 +291,7 @@ def run_server(args: argparse.Namespace) -> int:
 
         return asyncio.run(serve(config, credentials, ready=ready, extra=extra, events=events,
                                  open_backends=fleet.open if fleet else open_embedded))
-    except (AdminStartError, BackendStartError) as exc:
+    except (AdminStartError, BackendStartError, RendezvousStartError) as exc:
         print(f"edgenet: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -73,6 +73,15 @@ class ServerConfig:
     lease: float = 10.0
     #: Prefix of every Redis key (several fleets can share one Redis).
     redis_prefix: str = "edgenet"
+    #: UDP port of the rendezvous and relay for UVF across NATs: None, the TCP port's
+    #: number; 0, off.
+    udp_port: int | None = None
+    #: The relay's limits (0: none): bytes a second and bytes an hour, per device (what
+    #: it sends through the relay) and in all.
+    relay_device_rate: int = 32 * 2**20
+    relay_total_rate: int = 128 * 2**20
+    relay_device_bytes: int = 16 * 2**30
+    relay_total_bytes: int = 256 * 2**30
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ def test_hello_first_then_requests() -> None:
         proto.send(m.ListDevices(proto.next_id()))
     data = proto.send(HELLO)
     assert headers(data) == [({"type": "hello", "version": 1, "agent": "edgenet-client/test"}, 0)]
+    versions = ClientProtocol()
+    data = versions.send(m.Hello(1, "edgenet-client/test", (1, 2)))
+    assert headers(data) == [({"type": "hello", "version": 1, "agent": "edgenet-client/test",
+                               "versions": [1, 2]}, 0)]
     assert proto.phase.value == "greeting"
     assert events(proto, frame(SERVER_HELLO)) == [ReplyReceived(HELLO, SERVER_HELLO)]
     assert proto.phase is Phase.OPEN and proto.server_hello == SERVER_HELLO
@@ -181,8 +185,8 @@ def test_hello_refusals() -> None:
     assert proto.phase is Phase.CLOSED
     proto = ClientProtocol()
     proto.send(HELLO)
-    assert events(proto, frame({"type": "hello", "version": 2, "server": "future"})) == [
-        UnsupportedVersion(2)]
+    assert events(proto, frame({"type": "hello", "version": 3, "server": "future"})) == [
+        UnsupportedVersion(3)]
     assert proto.phase is Phase.CLOSED
     proto = ClientProtocol()
     proto.send(HELLO)

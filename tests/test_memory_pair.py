@@ -18,7 +18,7 @@ import pytest
 
 from edgenet.client import protocol as cp
 from edgenet.config import ServerConfig
-from edgenet.server import commands
+from edgenet.server import commands, peering
 from edgenet.server.app import EdgeServer
 from edgenet.server.auth import Credentials
 from edgenet.server.interfaces import PendingUpload
@@ -56,11 +56,22 @@ class ServerEnd:
         self.name: str | None = None
         self.upload: tuple[m.Upload, PendingUpload] | None = None
         self.received: list[m.Request] = []
+        self.session_id: str | None = None
+        #: The monotonic ``now`` the rendezvous handlers get.
+        self.now = 0.0
         self._out = bytearray()
 
     def disconnect(self, kind: str, message: str) -> None:
         """Called by the server's state on a takeover, as on a real session."""
         self._send(m.Notice(kind, message))
+
+    @property
+    def version(self) -> int:
+        return self.core.version
+
+    def tell(self, notice: m.PeerNotice) -> None:
+        """An unprompted frame (a UVF is coming), as on a real session."""
+        self._send(notice)
 
     async def receive(self, data: bytes, now: float = 0.0) -> bytes:
         """Feed the device's bytes; returns the server's bytes for the device."""
@@ -74,7 +85,7 @@ class ServerEnd:
                 if isinstance(ev, Fatal):
                     break
             elif isinstance(ev, HelloReceived):
-                self._send(m.HelloReply(m.PROTOCOL_VERSION, self.state.agent,
+                self._send(m.HelloReply(self.core.version, self.state.agent,
                                         self.state.config.heartbeat))
             elif isinstance(ev, UploadData):
                 assert self.upload is not None
@@ -102,6 +113,7 @@ class ServerEnd:
             # A takeover tells the older session through the state (Presence.on_evict).
             dev = (await state.presence.join(req.name, self.ip, req.udp_port,
                                              state.clock())).device
+            self.session_id = dev.session_id
             state.sessions.add(dev.session_id, self)
             self._send(m.LoginOk(req.id, dev.session_id, req.name))
         elif isinstance(req, (m.Ping, m.Logout)):
@@ -127,6 +139,13 @@ class ServerEnd:
         elif isinstance(req, m.Lookup):
             assert self.name is not None
             self._send(await commands.lookup(state, self.name, req))
+        elif isinstance(req, m.Connect):
+            assert self.name is not None
+            self._send(await peering.connect(state, self.name, req, self.now))
+        elif isinstance(req, m.UdpRegister):
+            assert self.name is not None and self.session_id is not None
+            self._send(peering.udp_register(state, self.name, self.session_id, self.ip, req,
+                                            self.now))
 
     async def _finish_upload(self) -> None:
         assert self.upload is not None and self.name is not None
@@ -306,7 +325,7 @@ async def test_lockout_reaches_the_client_core_typed(edge_server: EdgeServer) ->
 
 async def test_a_version_the_server_does_not_speak(edge_server: EdgeServer) -> None:
     device = Device(edge_server)
-    events = await device.deliver(device.core.send(m.Hello(2, AGENT)))
+    events = await device.deliver(device.core.send(m.Hello(3, AGENT, (3, 4))))
     assert len(events) == 1 and isinstance(events[0], cp.ReplyReceived)
     refusal = events[0].reply
     assert isinstance(refusal, m.ErrorReply) and refusal.code == "unsupported_version"

@@ -62,11 +62,11 @@ def test_50mb_arrives_while_devices_keep_working(server_process: ServerProcess,
         # order: an "uploaded" line before them would make the last expect fail).
         alpha.expect("the file does not exist at the server side", 10)
         alpha.expect("beta; 127.0.0.1; ", 10)
-        alpha.expect("video.mp4 has been uploaded to beta (50000000 bytes)", 30)
+        alpha.expect("video.mp4 has been uploaded to beta (50000000 bytes, direct)", 30)
         saw(alpha, "received beta_back.bin from beta (5000000 bytes)")
         beta.expect("sending back.bin to alpha ...", 10)
         beta.expect("alpha; 127.0.0.1; ", 10)
-        saw(beta, "back.bin has been uploaded to alpha (5000000 bytes)", 30)
+        saw(beta, "back.bin has been uploaded to alpha (5000000 bytes, direct)", 30)
         saw(beta, "received alpha_video.mp4 from alpha (50000000 bytes)")
         saw(beta, "received gamma_note.txt from gamma (100000 bytes)")
         saw(gamma, "note.txt has been uploaded to beta")
@@ -117,7 +117,7 @@ def test_50mb_through_5_percent_loss_and_scripted_clients_wait_at_eof(
         assert alpha.returncode == 0, alpha.stdout + alpha.stderr
         out = alpha.stdout
         assert "waiting for 1 file transfer to finish" in out
-        assert "big.bin has been uploaded to beta (50000000 bytes)" in out
+        assert "big.bin has been uploaded to beta (50000000 bytes, direct)" in out
         assert out.index("has been uploaded") < out.index("Bye, alpha!")
         assert sha(tmp_path / "beta" / "alpha_big.bin") == sha(big)
     finally:
@@ -190,7 +190,7 @@ def test_refusals_and_injected_datagrams(server_process: ServerProcess, tmp_path
             alpha.expect(reply, 10)
         # A file in a sub-folder of the data dir goes under its own name only.
         alpha.send("UVF beta clips/c.txt")
-        alpha.expect("clips/c.txt has been uploaded to beta (1000 bytes)", 10)
+        alpha.expect("clips/c.txt has been uploaded to beta (1000 bytes, direct)", 10)
         saw(beta, "received alpha_c.txt from alpha (1000 bytes)")
         assert files_in(tmp_path / "beta") == ["alpha_c.txt"]
 
@@ -216,7 +216,7 @@ def test_refusals_and_injected_datagrams(server_process: ServerProcess, tmp_path
         sprayer.start()
         try:
             alpha.send("UVF beta f.bin")
-            alpha.expect("f.bin has been uploaded to beta (20000000 bytes)", 30)
+            alpha.expect("f.bin has been uploaded to beta (20000000 bytes, direct)", 30)
         finally:
             stop.set()
             sprayer.join(5)

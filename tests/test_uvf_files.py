@@ -44,7 +44,7 @@ def test_a_received_file_named_like_a_temp_file_survives_the_next_start(
         beta.login("beta", "betapass")
         sent = run_script(server_process.port, tmp_path / "x",
                           [".uvf-x", "uvfpass", "UVF beta y.part"], timeout=40)
-        assert "y.part has been uploaded to beta (100000 bytes)" in sent.stdout, sent.stdout
+        assert "y.part has been uploaded to beta (100000 bytes, direct)" in sent.stdout, sent.stdout
         beta.expect("received .uvf-x_y.part from .uvf-x (100000 bytes)", 20)
         beta.send("OUT")
         beta.expect("Bye, beta!", 10)
@@ -91,7 +91,7 @@ def test_uvf_sends_nothing_a_symbolic_link_leads_to_outside_the_data_dir(
             assert (f"{name} is outside the data dir; UVF sends files from the data dir only "
                     "(give a name relative to it)") in out, out
             assert f"{name} has been uploaded" not in out
-        assert "alias.mp4 has been uploaded to beta (20000 bytes)" in out, out
+        assert "alias.mp4 has been uploaded to beta (20000 bytes, direct)" in out, out
         beta.expect("received alpha_alias.mp4 from alpha (20000 bytes)", 20)
     finally:
         beta.close()

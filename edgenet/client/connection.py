@@ -38,6 +38,7 @@ from edgenet.client.protocol import (
     ConnectionRefused,
     FrameIgnored,
     NoticeReceived,
+    PeerOffered,
     ProtocolViolation,
     ReplyReceived,
     ServerClosed,
@@ -79,6 +80,14 @@ class ServerLink:
         self.tls = tls
         #: The ``kind`` of the server's closing notice (``replaced``, ``shutdown``, ...).
         self.notice_kind: str | None = None
+        #: The protocol version the server chose (its hello's answer).
+        self.version = m.PROTOCOL_VERSION
+        #: Told of each ``peer`` frame (a UVF is coming to this device).
+        self.on_peer: Callable[[m.PeerNotice], None] | None = None
+        peer = writer.get_extra_info("peername") or ("", 0)
+        local = writer.get_extra_info("sockname") or ("", 0)
+        #: The server's address and this device's own, as this connection uses them.
+        self.server_ip, self.local_ip = _plain_ip(str(peer[0])), _plain_ip(str(local[0]))
 
     # --- requests ----------------------------------------------------------
 
@@ -86,7 +95,8 @@ class ServerLink:
         """Exchange hellos; raises ConnectFailed if the server does not speak our version."""
         fut = self._waiter(_HELLO)
         async with self._send_lock:
-            await self._write(self._proto.send(m.Hello(m.PROTOCOL_VERSION, AGENT)))
+            await self._write(self._proto.send(m.Hello(m.PROTOCOL_VERSION, AGENT,
+                                                       m.PROTOCOL_VERSIONS)))
         try:
             reply = await self._wait(_HELLO, fut, CONNECT_TIMEOUT)
         except ServerGone as exc:
@@ -97,6 +107,7 @@ class ServerLink:
             raise ConnectFailed(refusal_text(reply))
         assert isinstance(reply, m.HelloReply)
         self.heartbeat = reply.heartbeat
+        self.version = reply.version
         return reply
 
     async def login(self, name: str, password: str, udp_port: int
@@ -114,6 +125,13 @@ class ServerLink:
 
     async def lookup(self, name: str) -> m.LookupOk | m.ErrorReply:
         return await self._call(lambda rid: m.Lookup(rid, name), m.LookupOk)
+
+    async def udp_register(self, local: tuple[m.Candidate, ...]
+                           ) -> m.UdpRegisterOk | m.ErrorReply:
+        return await self._call(lambda rid: m.UdpRegister(rid, local), m.UdpRegisterOk)
+
+    async def connect(self, name: str) -> m.ConnectOk | m.ErrorReply:
+        return await self._call(lambda rid: m.Connect(rid, name), m.ConnectOk)
 
     async def ping(self, timeout: float) -> m.Ack | m.ErrorReply:
         return await self._call(m.Ping, m.Ack, timeout)
@@ -246,6 +264,9 @@ class ServerLink:
                 return
             if isinstance(ev, ReplyReceived):
                 self._resolve(ev)
+            elif isinstance(ev, PeerOffered):
+                if self.on_peer is not None:
+                    self.on_peer(ev.notice)
             elif isinstance(ev, FrameIgnored):
                 log.warning("unexpected_frame", frame_type=ev.kind)
             elif isinstance(ev, NoticeReceived):
@@ -257,7 +278,8 @@ class ServerLink:
                 self._close(refusal_text(ev.reply))
             elif isinstance(ev, UnsupportedVersion):
                 mismatch = ConnectFailed(f"the server speaks protocol version {ev.version!r}; "
-                                         f"this client speaks version {m.PROTOCOL_VERSION}")
+                                         "this client speaks versions "
+                                         f"{', '.join(map(str, m.PROTOCOL_VERSIONS))}")
                 fut = self._waiters.pop(_HELLO, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(mismatch)
@@ -300,3 +322,8 @@ class ServerLink:
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
         except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
             pass
+
+
+def _plain_ip(ip: str) -> str:
+    """An IPv4-mapped IPv6 address as plain IPv4 (what the UVF socket's family takes)."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip

@@ -21,6 +21,7 @@ from edgenet.client.connection import ServerLink
 from edgenet.client.datagen import data_file_name, write_data_file
 from edgenet.client.errors import refusal_text
 from edgenet.client.peer import LookupFailed, PeerLink
+from edgenet.client.rendezvous import lookup_fields
 from edgenet.client.results import (
     LOCAL_IO,
     NO_LOCAL_FILE,
@@ -91,13 +92,15 @@ async def execute_command(line: str, cmd: c.Command, *, server: ServerLink, peer
         end = await started.outcome
         if not end.ok:
             return CommandResult.failure(shown, end.code or UVF_FAILED, end.text)
-        return CommandResult.success(shown, end.text, size=end.size, **started.data)
+        return CommandResult.success(shown, end.text, size=end.size, path=end.path,
+                                     **started.data)
     raise AssertionError(f"not a command to execute: {cmd!r}")
 
 
 async def lookup_peer(server: ServerLink, name: str) -> dict[str, Any]:
-    """Where ``name`` listens (the ``lookup`` reply's fields); raises LookupFailed."""
-    located = await server.lookup(name)
+    """Where ``name`` listens (the ``connect`` or ``lookup`` reply's fields, by the
+    server's version); raises LookupFailed."""
+    located = await lookup_fields(server, name)
     if isinstance(located, m.ErrorReply):
         raise LookupFailed(located.code, refusal_text(located))
     return m.reply_to_fields(located)

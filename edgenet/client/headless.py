@@ -39,6 +39,7 @@ from edgenet.client.options import (
     HeadlessConfig,
 )
 from edgenet.client.peer import LookupFailed, PeerBindError, PeerLink
+from edgenet.client.rendezvous import join_rendezvous
 from edgenet.client.results import CommandResult, ResultPrinter
 from edgenet.config import ClientConfig
 from edgenet.logconfig import configure_logging
@@ -122,6 +123,7 @@ class HeadlessDevice:
         structlog.contextvars.bind_contextvars(device=name)
         await self.peers.start(name, self._lookup, self._announce)
         try:
+            await join_rendezvous(self.server, self.peers)
             status, out = await self._run_commands()
             if self.headless.stay and not out and (status == EXIT_OK or self.headless.keep_going):
                 stay_status = await self._stay()
@@ -202,6 +204,8 @@ class HeadlessDevice:
                 continue
             try:
                 await self._login(server)
+                assert self.peers is not None
+                await join_rendezvous(server, self.peers)
             except (ServerGone, ReplyTimeout) as exc:
                 log.info("reconnect_failed", error=exc.message)
                 await server.close()

@@ -10,8 +10,10 @@ and, on a terminal, into progress bars (``status``).
 ``start_send`` does what must happen before a transfer can begin (the local file exists in the
 data dir, the server says where the target listens: the ``lookup`` request), then runs the
 transfer as a background task and returns at once; the task announces
-``<filename> has been uploaded to <target> (N bytes)`` when the receiver has confirmed the
-whole file, or one line with the reason it failed. ``drain`` waits until no transfer runs (the
+``<filename> has been uploaded to <target> (N bytes, direct)`` (or ``relayed``) when the
+receiver has confirmed the whole file, or one line with the reason it failed. Which path a
+transfer takes (probes to the receiver's candidates, else the server's relay) is decided by
+``edgenet.rudp.paths`` through ``rendezvous.find_route``. ``drain`` waits until no transfer runs (the
 scripted shell calls it before logging out); every transfer ends by itself, by success or by
 the engine's idle timeout.
 
@@ -36,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgenet.client.console import TransferMeter, status_text, terminal_width
+from edgenet.client.rendezvous import Plan, find_route
 from edgenet.client.results import UVF_FAILED
 from edgenet.rudp import TransferError, TransferEvent, TransferOptions, files, names, udpsocket
 from edgenet.rudp.endpoint import TransferEndpoint
 
 if TYPE_CHECKING:
     from edgenet.config import ClientConfig
+    from edgenet.wire.replies import PeerNotice
 
 log = structlog.get_logger("edgenet.client")
 
@@ -102,6 +106,8 @@ class SendOutcome:
     text: str
     code: str | None = None
     size: int = 0
+    #: The path the file took: ``direct`` or ``relayed``.
+    path: str = ""
 
 
 def bind_udp(family: int, port: int, buffer_bytes: int) -> socket.socket:
@@ -169,6 +175,7 @@ class PeerLink:
         self._incoming: set[str] = set()  # ids of files being received
         self._targets: dict[tuple[str, int], str] = {}  # (file name, port) -> device name
         self._closing = False
+        self._registered = False
 
     @classmethod
     def bind(cls, family: int, port: int, data_dir: Path, *,
@@ -215,6 +222,21 @@ class PeerLink:
                                                             options=options,
                                                             on_event=self._on_event)
 
+    def register(self, host: str, port: int, token: bytes) -> bool:
+        """Register the UDP socket with the server's rendezvous at ``host:port``."""
+        self._registered = self._endpoint is not None and self._endpoint.paths.register(
+            host, port, token)
+        return self._registered
+
+    def expect_peer(self, notice: PeerNotice) -> None:
+        """A UVF is coming (the server's ``peer`` frame): probe the sender's candidates;
+        with the relay, take its datagrams of this rendezvous."""
+        if self._endpoint is None or self._closing:
+            return
+        candidates = [(c.ip, c.port, c.kind) for c in notice.candidates]
+        self._endpoint.paths.expect(int(notice.token, 16), candidates,
+                                    relay=bool(notice.relay_port) and self._registered)
+
     # --- sending -----------------------------------------------------------
 
     async def start_send(self, target_name: str, filename: str,
@@ -237,13 +259,14 @@ class PeerLink:
             where = await lookup(target_name)
         except LookupFailed as exc:
             return SendStart(False, exc.message, exc.code)
-        ip, port = where.get("ip"), where.get("udp_port")
-        if not isinstance(ip, str) or not isinstance(port, int) or not 0 < port < 65536:
+        plan = Plan.from_fields(where)
+        if plan is None:
             return SendStart(False, f"the server gave no usable address for {target_name}",
                              "bad_reply")
+        ip, port = plan.ip, plan.port
         self._targets[(name, port)] = target_name
         outcome: asyncio.Future[SendOutcome] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(self._deliver(endpoint, device, target_name, (ip, port),
+        task = asyncio.ensure_future(self._deliver(endpoint, device, target_name, plan,
                                                    path, filename, outcome, announce_end))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -256,20 +279,20 @@ class PeerLink:
         return (await self.start_send(target_name, filename)).text
 
     async def _deliver(self, endpoint: TransferEndpoint, device: str, target: str,
-                       peer: tuple[str, int], path: Path, shown: str,
+                       plan: Plan, path: Path, shown: str,
                        outcome: asyncio.Future[SendOutcome], announce_end: bool) -> None:
         started = time.monotonic()
         try:
-            result = await self._send_one(endpoint, device, target, peer, path, shown)
+            result = await self._send_one(endpoint, device, target, plan, path, shown)
         except asyncio.CancelledError:
             if not outcome.done():
                 outcome.set_result(SendOutcome(False, f"sending {shown} to {target} was "
                                                       "aborted", "aborted"))
             raise
         finally:
-            self._targets.pop((offered_name(shown), peer[1]), None)
+            self._targets.pop((offered_name(shown), plan.port), None)
         if result.ok:
-            log.info("uvf.sent", target=target, file=shown, size=result.size,
+            log.info("uvf.sent", target=target, file=shown, size=result.size, path=result.path,
                      duration_ms=int((time.monotonic() - started) * 1000))
         if not outcome.done():
             outcome.set_result(result)
@@ -278,8 +301,10 @@ class PeerLink:
 
     @staticmethod
     async def _send_one(endpoint: TransferEndpoint, device: str, target: str,
-                        peer: tuple[str, int], path: Path, shown: str) -> SendOutcome:
+                        plan: Plan, path: Path, shown: str) -> SendOutcome:
+        way = "direct"
         try:
+            peer, way = await find_route(endpoint, plan)
             size = await endpoint.send_file(peer, path, device, name=offered_name(shown))
         except TransferError as exc:
             return SendOutcome(False, f"sending {shown} to {target} failed: {exc.message}",
@@ -288,8 +313,8 @@ class PeerLink:
             log.exception("uvf.send_crashed", target=target, file=shown)
             return SendOutcome(False, f"sending {shown} to {target} failed: internal error",
                                "internal")
-        return SendOutcome(True, f"{shown} has been uploaded to {target} ({size} bytes)",
-                           None, size)
+        return SendOutcome(True, f"{shown} has been uploaded to {target} ({size} bytes, {way})",
+                           None, size, way)
 
     # --- engine events -----------------------------------------------------
 

@@ -35,8 +35,8 @@ from edgenet.wire.frames import (
     encode_header,
 )
 
-#: Protocol versions this client speaks (the server answers hello with its own).
-SUPPORTED_VERSIONS: Final = (m.PROTOCOL_VERSION,)
+#: Protocol versions this client speaks (the server answers hello with the one it chose).
+SUPPORTED_VERSIONS: Final = m.PROTOCOL_VERSIONS
 #: Requests waiting for their reply at once; the shell and the headless runner have
 #: one or two, so more means a caller that never waits for its replies.
 MAX_PENDING: Final = 64
@@ -80,6 +80,14 @@ class NoticeReceived:
 
 
 @dataclass(frozen=True)
+class PeerOffered:
+    """The server says a UVF is coming to this device (version 2): probe the sender's
+    candidates, take the relay's datagrams of the token."""
+
+    notice: m.PeerNotice
+
+
+@dataclass(frozen=True)
 class ConnectionRefused:
     """An ``error`` with a null ``id`` after hello (framing, ``server_busy``): the
     server closes the connection after it."""
@@ -116,7 +124,7 @@ class ServerClosed:
     """The stream ended at a frame boundary (or had already ended)."""
 
 
-ClientEvent = (ReplyReceived | PingReceived | NoticeReceived | ConnectionRefused
+ClientEvent = (ReplyReceived | PingReceived | NoticeReceived | PeerOffered | ConnectionRefused
                | UnsupportedVersion | ProtocolViolation | FrameIgnored | ServerClosed | NeedData)
 
 
@@ -240,6 +248,10 @@ class ClientProtocol:
                 return self._on_ping(m.parse_reply(fields))
             if kind == "notice":
                 return self._notice(m.parse_reply(fields))
+            if kind == "peer":
+                notice = m.parse_reply(fields)
+                assert isinstance(notice, m.PeerNotice)
+                return PeerOffered(notice)
         except m.MessageError as exc:
             return self._violation("bad_message",
                                    f"malformed {str(kind)[:40]} frame: {exc.message}")

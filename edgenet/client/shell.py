@@ -28,6 +28,7 @@ from edgenet.client.execute import execute_command, lookup_peer
 from edgenet.client.lifecycle import EXIT_INTERRUPTED, EXIT_OK, run_session
 from edgenet.client.login import LoginBlocked, login_dialogue
 from edgenet.client.peer import PeerBindError, PeerLink
+from edgenet.client.rendezvous import join_rendezvous
 from edgenet.client.terminal import LineReader, isatty, restore_tty, save_tty
 from edgenet.config import ClientConfig
 from edgenet.logconfig import configure_logging
@@ -135,6 +136,7 @@ class Shell:
         structlog.contextvars.bind_contextvars(device=name)
         await self.peers.start(name, lambda target: lookup_peer(server, target), self.notify,
                               self.show_status if self.lines.interactive else None)
+        await join_rendezvous(server, self.peers)
         self.say(f"Welcome to the edge network, {name}!")
         show_menu = True
         while True:

@@ -13,7 +13,12 @@ A plain ``DatagramProtocol`` costs one Python callback per datagram and tops out
 datagrams/s; the reader callback on a non-blocking socket, with GRO/GSO where available, lets
 one wake-up move hundreds.
 
-This is the only module of the package that imports asyncio or structlog.
+Datagrams of the path types (registration, probes, the relay's envelope: ``natpacket``) go
+to the endpoint's ``PathAgent`` (``pathagent.py``, the glue of the sans-I/O ``paths``); a
+RELAY datagram from the relay with a live token is unwrapped and fed to the transfers with
+the relay as its route, and a transfer whose send address is a ``RelayRoute`` has its
+datagrams wrapped on the way out. These two modules are the only ones of the package that
+import asyncio or structlog.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ import structlog
 
 from . import fileops as fo
 from . import files, udpsocket
+from .natpacket import FIRST_PATH_TYPE, PathType
 from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
+from .pathagent import PathAgent
+from .paths import PathConfig, RelayRoute, relay_key
 from .transfers import TransferSet
 
 __all__ = ["EndpointStats", "TransferEndpoint", "TransferError", "TransferEvent", "TransferOptions"]
@@ -62,6 +70,9 @@ class TransferEndpoint:
         self._threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="uvf-files")
         self._gro = options.use_gro and udpsocket.enable_gro(sock)
         self._out = udpsocket.QueuedSender(sock, options.use_gso)
+        #: Registration with the server's rendezvous, probes, the relay's tokens.
+        self.paths = PathAgent(self._loop, sock.family, self._send,
+                               PathConfig(probe_timeout=options.probe_timeout))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._futures: dict[int, asyncio.Future[int]] = {}  # outgoing transfer id -> size
@@ -132,15 +143,21 @@ class TransferEndpoint:
         return True
 
     async def send_file(
-        self, peer: tuple[str, int], path: Path, sender_name: str, *, name: str | None = None
+        self, peer: tuple[str, int] | RelayRoute, path: Path, sender_name: str, *,
+        name: str | None = None
     ) -> int:
-        """Send ``path`` to ``peer`` as ``name`` (default: its own name); returns the file
-        size once the receiver confirmed it verified the SHA-256 and saved the file. Raises
-        TransferError otherwise. A symbolic link as the last component is not followed."""
+        """Send ``path`` to ``peer`` (an address, or a route through the relay) as ``name``
+        (default: its own name); returns the file size once the receiver confirmed it
+        verified the SHA-256 and saved the file. Raises TransferError otherwise. A symbolic
+        link as the last component is not followed."""
         path = Path(path)
         name = path.name if name is None else name
         self._core.check_send(sender_name, name)
-        sockaddr, key = await self._resolve(peer)
+        sockaddr: udpsocket.SockAddr
+        if isinstance(peer, RelayRoute):
+            sockaddr, key = peer, relay_key(peer.token)
+        else:
+            sockaddr, key = await self._resolve(peer)
         try:
             file, digest, size = await asyncio.to_thread(files.open_to_send, path)
         except files.NotRegularFile:
@@ -182,6 +199,7 @@ class TransferEndpoint:
             return
         self._closed = True
         self._core.closing = True
+        self.paths.close()
         saving = [f for f, op in self._ops.items() if isinstance(op, fo.SaveFile)]
         if saving:
             await asyncio.wait(saving, timeout=CLOSE_WAIT)
@@ -210,6 +228,7 @@ class TransferEndpoint:
     def _on_readable(self) -> None:
         now = self._loop.time()
         receive = self._core.receive_datagram
+        paths = self.paths
         cache: dict[object, udpsocket.PeerKey] = {}
 
         def deliver(data: bytes, addr: udpsocket.SockAddr) -> None:
@@ -220,10 +239,19 @@ class TransferEndpoint:
                 except ValueError:
                     self.stats.dropped_malformed += 1
                     return
+            if len(data) > 3 and data[3] >= FIRST_PATH_TYPE:  # not a transfer's datagram
+                if data[3] != PathType.RELAY:
+                    paths.receive(data, addr, key, now)
+                    return
+                inner = paths.unwrap(data, key, now)
+                if inner is None:
+                    return
+                data, addr, key = inner
             receive(data, addr, key, now)
 
         self.stats.datagrams_received += udpsocket.receive_batch(self._sock, self._gro, deliver)
         self._transmit(now)
+        paths.flush(now)
 
     def _transmit(self, now: float) -> None:
         """Everything the core has for the outside, after any input to it."""
@@ -282,6 +310,10 @@ class TransferEndpoint:
     def _send(self, addr: udpsocket.SockAddr, datagrams: list[bytes]) -> None:
         if self._closed:
             return
+        if type(addr) is RelayRoute:  # through the relay: each datagram in its envelope
+            prefix = addr.prefix
+            datagrams = [prefix + d for d in datagrams]
+            addr = addr.server
         self.stats.datagrams_sent += len(datagrams)
         if self._out.send(addr, datagrams):
             self._loop.add_writer(self._sock.fileno(), self._on_writable)

@@ -33,14 +33,17 @@ class TransferOptions:
     #: How often a running transfer offers a "progress" event to ``on_event`` (seconds);
     #: a client drawing its own progress bars asks for more than once a second.
     progress_interval: float = 1.0
+    #: How long a sender probes the receiver's candidates before it takes the server's
+    #: relay (UVF across NATs; see paths.py).
+    probe_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if not pk.MIN_CHUNK_SIZE <= self.chunk_size <= pk.MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in [{pk.MIN_CHUNK_SIZE}, {pk.MAX_CHUNK_SIZE}]")
         if self.idle_timeout <= 0 or self.max_incoming < 0 or self.max_file_size < 0:
             raise ValueError("idle_timeout must be > 0; limits must be >= 0")
-        if not self.progress_interval > 0:
-            raise ValueError("progress_interval must be > 0")
+        if not self.progress_interval > 0 or not self.probe_timeout > 0:
+            raise ValueError("progress_interval and probe_timeout must be > 0")
 
 
 @dataclass(frozen=True)

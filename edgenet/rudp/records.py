@@ -81,7 +81,7 @@ def new_record(
     """The record of a new transfer, with the log context of its direction."""
     context: dict[str, object] = {
         "transfer": f"{core.transfer_id:016x}",
-        "peer": f"{key[0]}:{key[1]}",
+        "peer": key_name(key),
         "direction": "in" if incoming else "out",
     }
     if incoming:
@@ -103,6 +103,8 @@ def new_record(
 
 
 def key_name(key: PeerKey) -> str:
+    if key[0].startswith("relay:"):  # a transfer through the server's relay (paths.relay_key)
+        return key[0]
     return f"{key[0]}:{key[1]}"
 
 

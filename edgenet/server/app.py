@@ -27,8 +27,11 @@ from edgenet.server.auth import Credentials, CredentialsError
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
+from edgenet.server.relaycaps import relay_limits
+from edgenet.server.rendezvous import Rendezvous
 from edgenet.server.state import ServerState, open_embedded
 from edgenet.server.storagewatch import StorageWatch
+from edgenet.server.udp import RendezvousEndpoint, open_rendezvous
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
 
@@ -40,6 +43,10 @@ T = TypeVar("T")
 
 #: Seconds given to connections to close after the grace for uploads, before they are cancelled.
 SHUTDOWN_GRACE = 3.0
+
+
+class RendezvousStartError(Exception):
+    """The UDP rendezvous could not be opened (one line for the operator)."""
 
 
 #: Opens the shared state of a server (the embedded one by default; a fleet's backends).
@@ -65,6 +72,8 @@ class EdgeServer:
         self._server: asyncio.base_events.Server | ProxiedListener | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
+        #: The UDP rendezvous and relay (None while closed or with --udp-port 0).
+        self.udp: RendezvousEndpoint | None = None
         self.started_at = clock()
         #: Extra services (the admin API) started and stopped with the server.
         self.on_start: list[Callable[[EdgeServer], Awaitable[None]]] = []
@@ -115,6 +124,8 @@ class EdgeServer:
                 ssl_handshake_timeout=handshake_timeout,
             )
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
+        if self.config.udp_port != 0:
+            self._open_rendezvous(state)
         if state.credentials.plain_text:
             log.warning("credentials_plain_text", count=len(state.credentials.plain_text),
                         hint="store hashes made by 'edgenet hash-password' instead")
@@ -123,6 +134,22 @@ class EdgeServer:
         for hook in self.on_start:
             await hook(self)
         return [(str(a[0]), int(a[1])) for a in addresses]
+
+    def _open_rendezvous(self, state: ServerState) -> None:
+        config = self.config
+        explicit = config.udp_port is not None
+        port = config.udp_port if config.udp_port is not None else self.port
+        core = Rendezvous(relay_limits(config))
+        try:
+            self.udp = open_rendezvous(config.host, port, self.port, explicit, core)
+        except OSError as exc:
+            if self._server is not None:
+                self._server.close()
+            raise RendezvousStartError(f"cannot open UDP port {port} for the rendezvous: "
+                                       f"{(exc.strerror or str(exc)).lower()}") from None
+        core.port = self.udp.port
+        state.rendezvous = core
+        log.info("rendezvous_ready", udp_port=core.port)
 
     @property
     def connection_count(self) -> int:
@@ -160,6 +187,8 @@ class EdgeServer:
                 await asyncio.wait(pending, timeout=1.0)
         for hook in self.on_stop:
             await hook(self)
+        if self.udp is not None:
+            self.udp.close()
         if self._state is not None:
             self._state.device_log.close()
             try:

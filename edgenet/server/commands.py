@@ -16,6 +16,7 @@ from edgenet.wire import messages as m
 COMMAND_NAMES = {
     "Upload": "UED", "Compute": "SCS", "Delete": "DTE", "ListDevices": "AED",
     "Lookup": "UVF", "Login": "LOGIN", "Logout": "OUT", "Ping": "PING", "Pong": "PONG",
+    "Connect": "UVF", "UdpRegister": "UDP",
 }
 
 NOT_FOUND = "the file does not exist at the server side"

@@ -13,7 +13,7 @@ import time
 
 import structlog
 
-from edgenet.server import commands
+from edgenet.server import commands, peering
 from edgenet.server.interfaces import BackendUnavailable, PendingUpload, StoredFile
 from edgenet.server.login import judge_login
 from edgenet.server.session import (
@@ -101,7 +101,17 @@ class DeviceConnection:
         self._upload: tuple[m.Upload, PendingUpload] | None = None
         self._started = 0.0
 
-    # -- called by others (takeover, admin API, heartbeat, shutdown) ----------
+    @property
+    def version(self) -> int:
+        """The protocol version the hello settled on."""
+        return self.proto.version
+
+    # -- called by others (takeover, admin API, heartbeat, shutdown, UVF) -----
+
+    def tell(self, notice: m.PeerNotice) -> None:
+        """An unprompted frame for the device (a UVF is coming to it)."""
+        if not self._closing:
+            self._send(notice)
 
     def disconnect(self, kind: str, message: str) -> None:
         """Tell the device why, then close. Safe to call more than once."""
@@ -177,6 +187,8 @@ class DeviceConnection:
             return
         state = self.state
         state.sessions.remove(self.session_id, self)
+        if state.rendezvous is not None:
+            state.rendezvous.revoke(self.name, self.session_id)
         try:
             dev = await state.presence.leave(self.name, self.session_id)
         except BackendUnavailable:
@@ -208,7 +220,7 @@ class DeviceConnection:
                 await self._drain()
                 continue
             if isinstance(ev, HelloReceived):
-                self._send(m.HelloReply(m.PROTOCOL_VERSION, self.state.agent,
+                self._send(m.HelloReply(self.proto.version, self.state.agent,
                                         self.state.config.heartbeat))
                 await self._drain()
                 continue
@@ -277,6 +289,12 @@ class DeviceConnection:
                 reply = await self.state.listing.reply(req.id, self.name)
             elif isinstance(req, m.Lookup):
                 reply = await commands.lookup(self.state, self.name, req)
+            elif isinstance(req, m.Connect):
+                reply = await peering.connect(self.state, self.name, req, time.monotonic())
+            elif isinstance(req, m.UdpRegister):
+                assert self.session_id is not None
+                reply = peering.udp_register(self.state, self.name, self.session_id, self.ip,
+                                             req, time.monotonic())
             else:  # pragma: no cover - every request type is handled above
                 reply = m.ErrorReply(getattr(req, "id", None), "unknown_type",
                                      "unsupported request")

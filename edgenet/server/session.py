@@ -153,6 +153,8 @@ class DeviceSession:
         self._hello_answered = False
         #: The id of the login request waiting for its reply.
         self._login_id: int | None = None
+        #: The protocol version the hello settled on (the highest both speak).
+        self.version = m.PROTOCOL_VERSION
 
     # -- input ---------------------------------------------------------------
 
@@ -200,10 +202,14 @@ class DeviceSession:
         if self.phase is Phase.HELLO:
             if not isinstance(req, m.Hello):
                 return self._fatal("hello_required", "the first frame must be a hello")
-            if req.version != m.PROTOCOL_VERSION:
+            version = negotiate(req)
+            if version is None:
+                spoken = ", ".join(str(v) for v in m.PROTOCOL_VERSIONS)
+                asked = req.versions or (req.version,)
                 return self._fatal("unsupported_version",
-                                   f"protocol version {req.version} is not supported; "
-                                   f"this server speaks version {m.PROTOCOL_VERSION}")
+                                   f"protocol version {', '.join(map(str, asked))} is not "
+                                   f"supported; this server speaks versions {spoken}")
+            self.version = version
             self.phase = Phase.LOGIN
             return HelloReceived(req)
         if isinstance(req, m.Hello):
@@ -309,6 +315,13 @@ class DeviceSession:
             self._ping_id += 1
             return PingDue(_encode(m.Ping(self._ping_id)))
         return None
+
+
+def negotiate(hello: m.Hello) -> int | None:
+    """The version of a session: the highest of the hello's ``versions`` this server speaks
+    (a version-1 device lists none: then its ``version``), or None."""
+    common = set(hello.versions or (hello.version,)) & set(m.PROTOCOL_VERSIONS)
+    return max(common) if common else None
 
 
 def _encode(reply: m.Reply) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -37,6 +37,10 @@ from edgenet.server.logs import DEVICE_LOG
 from edgenet.server.presence import ActiveDevices
 from edgenet.server.store import DataDirStore
 
+if TYPE_CHECKING:
+    from edgenet.server.rendezvous import Rendezvous
+    from edgenet.wire.replies import PeerNotice
+
 log = structlog.get_logger("edgenet.server")
 
 #: What a device is told when its entry is taken away, by reason.
@@ -57,6 +61,15 @@ class LiveSession(Protocol):
 
     def disconnect(self, kind: str, message: str) -> None:
         """Tell the device why (a notice), then close. Safe to call more than once."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """The protocol version the session's hello settled on."""
+        ...
+
+    def tell(self, notice: PeerNotice) -> None:
+        """Send an unprompted ``peer`` frame (a UVF is coming); nothing once closed."""
         ...
 
 
@@ -137,6 +150,8 @@ class ServerState:
     login_locks: NameLocks = field(default_factory=NameLocks)
     #: What is wrong now (``/healthz``): a missing data dir, a device log behind.
     health: Health = field(default_factory=Health)
+    #: This node's UDP rendezvous and relay (None: ``--udp-port 0``); set by the app.
+    rendezvous: Rendezvous | None = None
 
     @classmethod
     def build(cls, config: ServerConfig, credentials: Credentials, clock: Callable[[], float],

@@ -18,7 +18,9 @@ from edgenet.wire.requests import (
     MAX_FILE_ID,
     MAX_NAME,
     OPERATIONS,
+    Candidate,
     Compute,
+    Connect,
     Delete,
     Hello,
     ListDevices,
@@ -29,15 +31,17 @@ from edgenet.wire.requests import (
     Ping,
     Pong,
     Request,
+    UdpRegister,
     Upload,
+    candidate_list,
     int_field,
     str_field,
 )
 
 __all__ = [
-    "MAX_REPLY_TEXT", "Ack", "ComputeOk", "DeleteOk", "DeviceEntry", "ErrorReply", "HelloReply",
-    "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "Reply", "UploadOk",
-    "parse_reply", "reply_to_fields",
+    "MAX_REPLY_TEXT", "Ack", "ComputeOk", "ConnectOk", "DeleteOk", "DeviceEntry", "ErrorReply",
+    "HelloReply", "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "PeerNotice",
+    "Reply", "UdpRegisterOk", "UploadOk", "parse_reply", "reply_to_fields",
 ]
 
 # --- server -> device -------------------------------------------------------
@@ -178,9 +182,61 @@ class LookupOk(_Encoded):
     udp_port: int
 
 
-OkReply = Ack | LoginOk | UploadOk | ComputeOk | DeleteOk | ListDevicesOk | LookupOk
+@dataclass(frozen=True)
+class UdpRegisterOk(_Encoded):
+    """The token (32 hex digits) to register with at the server's UDP port ``udp_port``
+    (at the address the device reached the server on)."""
+
+    id: int
+    token: str
+    udp_port: int
+
+
+def _with_candidates(reply: _Encoded) -> dict[str, Any]:
+    out = _Encoded.to_fields(reply)
+    out["candidates"] = [c.to_fields() for c in out["candidates"]]
+    return out
+
+
+@dataclass(frozen=True)
+class ConnectOk(_Encoded):
+    """Where ``name`` listens (as ``lookup`` says), and the rendezvous of this UVF: its
+    ``token`` (16 hex digits), the receiver's ``candidates``, the server's UDP port for the
+    relay (``relay_port``, 0: no relay) and whether the receiver probes (``probe``: it
+    speaks version 2; if not, offer to ``ip``:``udp_port`` at once, as version 1 did)."""
+
+    id: int
+    name: str
+    ip: str
+    udp_port: int
+    token: str
+    candidates: tuple[Candidate, ...]
+    relay_port: int
+    probe: bool
+
+    def to_fields(self) -> dict[str, Any]:
+        return _with_candidates(self)
+
+
+@dataclass(frozen=True)
+class PeerNotice(_Encoded):
+    """Sent unprompted to a device that is to receive a UVF from ``name``: the rendezvous
+    ``token``, the sender's ``candidates`` and the relay's port (0: none)."""
+
+    KIND: ClassVar[str] = "peer"
+    name: str
+    token: str
+    candidates: tuple[Candidate, ...]
+    relay_port: int
+
+    def to_fields(self) -> dict[str, Any]:
+        return _with_candidates(self)
+
+
+OkReply = (Ack | LoginOk | UploadOk | ComputeOk | DeleteOk | ListDevicesOk | LookupOk
+           | UdpRegisterOk | ConnectOk)
 #: Everything the server sends; its heartbeat ``Ping`` has the request's shape.
-Reply = HelloReply | ErrorReply | Notice | OkReply | Ping
+Reply = HelloReply | ErrorReply | Notice | OkReply | Ping | PeerNotice
 
 #: Longest string accepted in a reply field (messages, results, addresses).
 MAX_REPLY_TEXT: Final = 64 * 1024
@@ -217,7 +273,29 @@ def _entries(fields: dict[str, Any], key: str, rid: int | None) -> tuple[DeviceE
                              str_field(d, "since_text", 256, rid)) for d in items)
 
 
+def _hex(digits: int) -> _Check:
+    def check(fields: dict[str, Any], key: str, rid: int | None) -> str:
+        value = str_field(fields, key, digits, rid)
+        if len(value) != digits or any(c not in "0123456789abcdef" for c in value):
+            raise MessageError("bad_message", f"'{key}' must be {digits} hex digits", rid)
+        return value
+    return check
+
+
+def _candidates(fields: dict[str, Any], key: str, rid: int | None) -> tuple[Candidate, ...]:
+    return candidate_list(fields, key, rid)
+
+
+def _flag(fields: dict[str, Any], key: str, rid: int | None) -> bool:
+    value = fields.get(key)
+    if not isinstance(value, bool):
+        raise MessageError("bad_message", f"'{key}' must be true or false", rid)
+    return value
+
+
 _FILE_ID, _COUNT, _PORT = _ranged(0, MAX_FILE_ID), _ranged(0, 2**63), _ranged(0, 65535)
+#: The rendezvous token of one UVF (64 bits) and a registration token (128 bits), in hex.
+_PEER_TOKEN, _UDP_TOKEN = _hex(16), _hex(32)
 #: The ok reply of each request, and its fields after ``id`` with their checks.
 _OK_FIELDS: Final[dict[type[Request], tuple[type[OkReply], tuple[tuple[str, _Check], ...]]]] = {
     Login: (LoginOk, (("session", _text(256)), ("name", _text(MAX_NAME)))),
@@ -228,6 +306,10 @@ _OK_FIELDS: Final[dict[type[Request], tuple[type[OkReply], tuple[tuple[str, _Che
     Lookup: (LookupOk, (("name", _text(MAX_NAME)), ("ip", _text(256)), ("udp_port", _PORT))),
     Ping: (Ack, ()),
     Logout: (Ack, ()),
+    UdpRegister: (UdpRegisterOk, (("token", _UDP_TOKEN), ("udp_port", _PORT))),
+    Connect: (ConnectOk, (("name", _text(MAX_NAME)), ("ip", _text(256)), ("udp_port", _PORT),
+                          ("token", _PEER_TOKEN), ("candidates", _candidates),
+                          ("relay_port", _PORT), ("probe", _flag))),
 }
 
 
@@ -261,6 +343,10 @@ def parse_reply(fields: dict[str, Any], request: Request | None = None) -> Reply
     if kind == "notice":
         return Notice(_optional(fields, "kind", _text(64), None, ""),
                       _optional(fields, "message", _text(), None, ""))
+    if kind == "peer":
+        return PeerNotice(str_field(fields, "name", MAX_NAME, None),
+                          _PEER_TOKEN(fields, "token", None),
+                          _candidates(fields, "candidates", None), _PORT(fields, "relay_port", None))
     if kind == "hello":
         return HelloReply(int_field(fields, "version", 0, 2**31, None),
                           _optional(fields, "server", _text(256), None, ""),

@@ -8,16 +8,27 @@ field checks (``int_field``, ``str_field``) and the protocol's limits live here 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = [
-    "MAX_FILE_ID", "MAX_NAME", "MAX_PASSWORD", "OPERATIONS", "PROTOCOL_VERSION", "Compute",
-    "Delete", "Hello", "ListDevices", "Login", "Logout", "Lookup", "MessageError", "Ping", "Pong",
-    "Request", "Upload", "int_field", "parse_request", "request_to_fields", "str_field",
+    "MAX_CANDIDATES", "MAX_FILE_ID", "MAX_NAME", "MAX_PASSWORD", "OPERATIONS", "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS", "RENDEZVOUS_VERSION", "Candidate", "Compute", "Connect", "Delete",
+    "Hello", "ListDevices", "Login", "Logout", "Lookup", "MessageError", "Ping", "Pong",
+    "Request", "UdpRegister", "Upload", "candidate_list", "int_field", "parse_request",
+    "request_to_fields", "str_field",
 ]
 
+#: The version a hello asks for when it lists no ``versions`` (what version 1 spoke).
 PROTOCOL_VERSION: Final = 1
+#: Every version this code speaks; a device lists them in ``hello.versions``.
+PROTOCOL_VERSIONS: Final = (1, 2)
+#: The first version with the UDP rendezvous: ``udp_register``, ``connect``, ``peer``.
+RENDEZVOUS_VERSION: Final = 2
+#: Candidate addresses in one message at most, and the kinds they come in.
+MAX_CANDIDATES: Final = 8
+CANDIDATE_KINDS: Final = ("reported", "local", "reflexive")
 #: Longest device name, password and similar strings accepted on the wire.
 MAX_NAME: Final = 64
 MAX_PASSWORD: Final = 256
@@ -37,8 +48,27 @@ class MessageError(Exception):
 
 @dataclass(frozen=True)
 class Hello:
+    """``version`` is what a version-1 server reads; ``versions`` (from version 2 on)
+    lists every version the device speaks, and the server answers with the highest it
+    speaks too."""
+
     version: int
     agent: str = ""
+    versions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An address where a device may be reached over UDP: ``reported`` (its TCP address
+    with the UDP port it announced), ``local`` (its own interface address) or
+    ``reflexive`` (what its NAT showed the server's rendezvous)."""
+
+    ip: str
+    port: int
+    kind: str
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"ip": self.ip, "port": self.port, "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,24 @@ class Lookup:
 
 
 @dataclass(frozen=True)
+class UdpRegister:
+    """Asks for the token of the UDP registration (after login); ``local`` are the
+    device's own addresses of its UVF socket."""
+
+    id: int
+    local: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class Connect:
+    """UVF's question from version 2 on: where the device ``name`` can be reached, with a
+    rendezvous for both devices (the server tells the other one too)."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
 class Ping:
     id: int
 
@@ -96,7 +144,7 @@ class Logout:
 
 
 Request = (Hello | Login | Upload | Compute | Delete | ListDevices | Lookup | Ping | Pong
-           | Logout)
+           | Logout | UdpRegister | Connect)
 
 
 def int_field(fields: dict[str, Any], key: str, lo: int, hi: int, rid: int | None) -> int:
@@ -119,6 +167,38 @@ def str_field(fields: dict[str, Any], key: str, max_len: int, rid: int | None) -
     return value
 
 
+def candidate_list(fields: dict[str, Any], key: str, rid: int | None,
+                   kinds: tuple[str, ...] = CANDIDATE_KINDS) -> tuple[Candidate, ...]:
+    """``fields[key]``: at most MAX_CANDIDATES ``{ip, port, kind}`` objects, each ``ip`` an
+    IP address literal, or MessageError."""
+    items = fields.get(key)
+    if not isinstance(items, list) or len(items) > MAX_CANDIDATES or not all(
+            isinstance(c, dict) for c in items):
+        raise MessageError("bad_message", f"'{key}' must be a list of at most "
+                                          f"{MAX_CANDIDATES} objects", rid)
+    out = []
+    for item in items:
+        ip = str_field(item, "ip", 64, rid)
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise MessageError("bad_message", f"'{key}' holds {ip[:64]!r}, not an IP address",
+                               rid) from None
+        kind = item.get("kind", kinds[0])
+        if kind not in kinds:
+            raise MessageError("bad_message", f"'kind' must be one of {', '.join(kinds)}", rid)
+        out.append(Candidate(ip, int_field(item, "port", 1, 65535, rid), str(kind)))
+    return tuple(out)
+
+
+def _versions(fields: dict[str, Any]) -> tuple[int, ...]:
+    items = fields.get("versions", [])
+    if not isinstance(items, list) or len(items) > 16 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**31 for v in items):
+        raise MessageError("bad_message", "'versions' must be a list of at most 16 integers")
+    return tuple(items)
+
+
 def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
     """Validate a device's header into a typed request, or raise MessageError."""
     kind = fields.get("type")
@@ -128,7 +208,7 @@ def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
         if body:
             raise MessageError("bad_message", "hello carries no body")
         return Hello(int_field(fields, "version", 0, 2**31, None), str_field(fields, "agent", 200, None)
-                     if "agent" in fields else "")
+                     if "agent" in fields else "", _versions(fields))
     rid = int_field(fields, "id", 0, 2**53, None)
     if body and kind != "upload":
         raise MessageError("bad_message", f"'{kind}' carries no body", rid)
@@ -153,6 +233,11 @@ def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
         return ListDevices(rid)
     if kind == "lookup":
         return Lookup(rid, str_field(fields, "name", MAX_NAME, rid))
+    if kind == "udp_register":
+        local = candidate_list(fields, "local", rid, ("local",)) if "local" in fields else ()
+        return UdpRegister(rid, local)
+    if kind == "connect":
+        return Connect(rid, str_field(fields, "name", MAX_NAME, rid))
     if kind == "ping":
         return Ping(rid)
     if kind == "pong":
@@ -165,7 +250,10 @@ def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
 def request_to_fields(req: Request) -> dict[str, Any]:
     """The header of a request (the upload's body is sent separately)."""
     if isinstance(req, Hello):
-        return {"type": "hello", "version": req.version, "agent": req.agent}
+        hello: dict[str, Any] = {"type": "hello", "version": req.version, "agent": req.agent}
+        if req.versions:
+            hello["versions"] = list(req.versions)
+        return hello
     if isinstance(req, Login):
         return {"type": "login", "id": req.id, "name": req.name, "password": req.password,
                 "udp_port": req.udp_port}
@@ -179,6 +267,11 @@ def request_to_fields(req: Request) -> dict[str, Any]:
         return {"type": "list_devices", "id": req.id}
     if isinstance(req, Lookup):
         return {"type": "lookup", "id": req.id, "name": req.name}
+    if isinstance(req, UdpRegister):
+        return {"type": "udp_register", "id": req.id,
+                "local": [c.to_fields() for c in req.local]}
+    if isinstance(req, Connect):
+        return {"type": "connect", "id": req.id, "name": req.name}
     if isinstance(req, Ping):
         return {"type": "ping", "id": req.id}
     if isinstance(req, Pong):
