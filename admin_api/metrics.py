@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from admin_api.history import SERIES_NAMES
+from admin_api.udp_metrics import RendezvousCollector
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
@@ -68,6 +69,7 @@ class ServerMetrics:
                                       "Device sessions ended, by reason", ["reason"], registry=r)
         self.protocol_errors = Counter("edgenet_protocol_errors",
                                        "Connections closed for breaking the protocol", registry=r)
+        r.register(RendezvousCollector(server))
 
     async def refresh(self) -> None:
         """Set the gauges of current state from the server's state."""

@@ -23,6 +23,7 @@ FULL = [
     ("upload", ["bench_upload.py", "--sizes", "1,100", "--runs", "5"]),
     ("uvf", ["bench_uvf.py", "--size-mb", "200", "--runs", "3"]),
     ("p2p", ["bench_p2p.py", "--size-mb", "100", "--runs", "3"]),
+    ("nat", ["bench_nat.py", "--size-mb", "100", "--runs", "3"]),
     ("scale", ["bench_scale.py", "--devices", "100,1000,5000", "--seconds", "5", "--runs", "3"]),
     ("fleet", ["bench_fleet.py", "--devices", "100", "--seconds", "5", "--runs", "3"]),
 ]
@@ -32,6 +33,7 @@ QUICK = [
     ("uvf", ["bench_uvf.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05"]),
     ("p2p", ["bench_p2p.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05",
              "--tftp-mb", "2", "--no-lossy-tftp"]),
+    ("nat", ["bench_nat.py", "--size-mb", "10", "--runs", "1"]),
     ("scale", ["bench_scale.py", "--devices", "100", "--seconds", "2", "--runs", "1"]),
     ("fleet", ["bench_fleet.py", "--devices", "30", "--seconds", "2", "--runs", "1",
                "--takeovers", "10"]),
@@ -41,7 +43,8 @@ QUICK = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated subset: startup,upload,uvf,p2p,scale,fleet")
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset: startup,upload,uvf,p2p,nat,scale,fleet")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)

@@ -14,8 +14,8 @@ these namespaces; the namespaces have no link to anything else, so no datagram c
 
 Names: every namespace is ``ennat<pid>x<random>-<role>`` (veth ends are created inside the
 namespaces, so their names never meet the host's or another run's). ``sweep`` removes what
-a run that died left behind (its pid is gone); ``close`` removes this lab, also after a
-failure (tests call it from a finalizer).
+a run that died left behind (its pid is gone), with what still ran inside them; ``close``
+removes this lab, also after a failure (tests call it from a finalizer).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -36,9 +37,14 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)x[0-9a-f]+-")
 
 
 def why_not() -> str | None:
-    """Why namespaces cannot be made here (None: they can)."""
+    """Why namespaces cannot be made here (None: they can). Only a missing root is a
+    reason; as root, missing tools are an error (``missing_tools``), not a skip."""
     if os.geteuid() != 0:
         return "network namespaces need root (run the suite as root, as CI does)"
+    return None
+
+
+def missing_tools() -> str | None:
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             return f"'{tool}' is not installed (.ci/run installs iproute2 and nftables)"
@@ -58,6 +64,17 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+def _kill_inside(name: str) -> None:
+    """End what still runs inside a namespace of ours (started there by our own run)."""
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                         timeout=20, check=False).stdout
+    for pid in out.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
 def sweep() -> int:
     """Remove namespaces of this module's prefix whose run is over; returns how many."""
     removed = 0
@@ -72,6 +89,7 @@ def sweep() -> int:
             pass
         except PermissionError:
             continue
+        _kill_inside(name)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20,
                        check=False)
         removed += 1
@@ -169,6 +187,7 @@ class NetLab:
     def close(self) -> None:
         """Remove every namespace of this lab (their veths and rules go with them)."""
         for name in reversed(self.made):
+            _kill_inside(name)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20,
                            check=False)
         self.made.clear()

@@ -105,7 +105,7 @@ def test_registration_backs_off_until_answered_then_refreshes_at_the_keepalive()
 
 
 def pair(sender_targets: list[Target], receiver_targets: list[Target], relay: bool = True,
-         config: PathConfig = PathConfig()) -> tuple[PathSet, PathSet]:
+         config: PathConfig = PathConfig()) -> tuple[PathSet, PathSet]:  # noqa: B008
     a, b = PathSet(config), PathSet(config)
     for paths in (a, b):
         paths.register(SERVER, SERVER, TOKEN, 0.0)
@@ -156,7 +156,7 @@ def test_the_reported_address_wins_at_once_when_it_answers() -> None:
 def test_a_lesser_path_is_taken_after_the_grace() -> None:
     reported, reflexive = target("203.0.113.12", 2000, "reported"), target("203.0.113.12", 3000,
                                                                             "reflexive")
-    a, b = pair([reported, reflexive], [])
+    a, _ = pair([reported, reflexive], [])
     sent(a, 0.0)
     ack = npk.encode_probe(npk.Probe(RV, a._rendezvous[RV].nonce, npk.ROLE_RECEIVER, True))
     a.receive_datagram(ack, reflexive.addr, reflexive.key, 0.01)

@@ -50,7 +50,7 @@ def test_precedence_command_line_env_file_default(tmp_path: Path) -> None:
     ({"EDGENET_LOG_FORMAT": "fancy"}, "", "invalid choice 'fancy'"),
     ({"EDGENET_NO_ADMIN": "perhaps"}, "", "not a yes/no value"),
     ({}, "data_dri = 1\n", "unknown option 'data_dri'"),
-    ({}, "[server]\nudp_port = 1\n", "unknown option 'udp_port'"),
+    ({}, "[server]\nadvertise_udp_port = 1\n", "unknown option 'advertise_udp_port'"),
     ({}, "[admin]\nx = 1\n", "unknown table [admin]"),
     ({}, "no_admin = 'yes'\n", "must be true or false"),
     ({}, "host = [1, 2]\n", "must be a string or a number"),

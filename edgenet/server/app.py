@@ -152,6 +152,11 @@ class EdgeServer:
         log.info("rendezvous_ready", udp_port=core.port)
 
     @property
+    def rendezvous(self) -> Rendezvous | None:
+        """The UDP rendezvous and relay core (None: off, or the server is not open)."""
+        return None if self._state is None else self._state.rendezvous
+
+    @property
     def connection_count(self) -> int:
         """Device connections open now (logged in or not)."""
         return len(self.connections)
