@@ -36,7 +36,9 @@ import structlog
 from . import fileops as fo
 from . import files, udpsocket
 from .natpacket import FIRST_PATH_TYPE, PathType
+from .natpacket import RELAY_OVERHEAD as _ENVELOPE
 from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
+from .packet import DATA_HEADER_SIZE, MAX_DATAGRAM
 from .pathagent import PathAgent
 from .paths import PathConfig, RelayRoute, relay_key
 from .transfers import TransferSet
@@ -47,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 #: How long ``close`` waits for files being saved, and then for the last file operations.
 CLOSE_WAIT = 10.0
+#: A relayed DATA datagram's bytes beyond its chunk (its header and the relay's envelope).
+MAX_RELAY_OVERHEAD = DATA_HEADER_SIZE + _ENVELOPE
 #: Worker threads for file operations (one operation per transfer at a time), apart from the
 #: loop's default executor so that a slow disk cannot starve its other users.
 FILE_THREADS = 4
@@ -155,6 +159,9 @@ class TransferEndpoint:
         self._core.check_send(sender_name, name)
         sockaddr: udpsocket.SockAddr
         if isinstance(peer, RelayRoute):
+            if self._options.chunk_size + MAX_RELAY_OVERHEAD > MAX_DATAGRAM:
+                raise TransferError("bad_offer", "chunks this large cannot go through the relay "
+                                    f"(at most {MAX_DATAGRAM - MAX_RELAY_OVERHEAD} bytes)")
             sockaddr, key = peer, relay_key(peer.token)
         else:
             sockaddr, key = await self._resolve(peer)
