@@ -265,8 +265,9 @@ def run_server(args: argparse.Namespace) -> int:
     import structlog
 
     from admin_api.app import AdminStartError
-    from edgenet.server.app import EdgeServer, RendezvousStartError, serve
+    from edgenet.server.app import EdgeServer, serve
     from edgenet.server.interfaces import BackendStartError
+    from edgenet.server.udp import RendezvousStartError
 
     log = structlog.get_logger("edgenet.server")
 

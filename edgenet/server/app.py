@@ -27,11 +27,10 @@ from edgenet.server.auth import Credentials, CredentialsError
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
-from edgenet.server.relaycaps import relay_limits
 from edgenet.server.rendezvous import Rendezvous
 from edgenet.server.state import ServerState, open_embedded
 from edgenet.server.storagewatch import StorageWatch
-from edgenet.server.udp import RendezvousEndpoint, open_rendezvous
+from edgenet.server.udp import RendezvousEndpoint, RendezvousStartError, start_rendezvous
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
 
@@ -43,10 +42,6 @@ T = TypeVar("T")
 
 #: Seconds given to connections to close after the grace for uploads, before they are cancelled.
 SHUTDOWN_GRACE = 3.0
-
-
-class RendezvousStartError(Exception):
-    """The UDP rendezvous could not be opened (one line for the operator)."""
 
 
 #: Opens the shared state of a server (the embedded one by default; a fleet's backends).
@@ -136,20 +131,12 @@ class EdgeServer:
         return [(str(a[0]), int(a[1])) for a in addresses]
 
     def _open_rendezvous(self, state: ServerState) -> None:
-        config = self.config
-        explicit = config.udp_port is not None
-        port = config.udp_port if config.udp_port is not None else self.port
-        core = Rendezvous(relay_limits(config))
         try:
-            self.udp = open_rendezvous(config.host, port, self.port, explicit, core)
-        except OSError as exc:
+            self.udp = start_rendezvous(self.config, self.port, state)
+        except RendezvousStartError:
             if self._server is not None:
                 self._server.close()
-            raise RendezvousStartError(f"cannot open UDP port {port} for the rendezvous: "
-                                       f"{(exc.strerror or str(exc)).lower()}") from None
-        core.port = self.udp.port
-        state.rendezvous = core
-        log.info("rendezvous_ready", udp_port=core.port)
+            raise
 
     @property
     def rendezvous(self) -> Rendezvous | None:

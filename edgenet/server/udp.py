@@ -18,8 +18,11 @@ import socket
 
 import structlog
 
+from edgenet.config import ServerConfig
 from edgenet.rudp import udpsocket
+from edgenet.server.relaycaps import relay_limits
 from edgenet.server.rendezvous import Rendezvous
+from edgenet.server.state import ServerState
 
 log = structlog.get_logger("edgenet.server")
 
@@ -107,6 +110,28 @@ class RendezvousEndpoint:
         self.core.expire(self._loop.time())
         if not self._closed:
             self._schedule_sweep()
+
+
+class RendezvousStartError(Exception):
+    """The UDP rendezvous could not be opened (one line for the operator)."""
+
+
+def start_rendezvous(config: ServerConfig, tcp_port: int, state: ServerState
+                     ) -> RendezvousEndpoint:
+    """The node's rendezvous and relay, bound and put in ``state``; raises
+    RendezvousStartError."""
+    explicit = config.udp_port is not None
+    port = config.udp_port if config.udp_port is not None else tcp_port
+    core = Rendezvous(relay_limits(config))
+    try:
+        endpoint = open_rendezvous(config.host, port, tcp_port, explicit, core)
+    except OSError as exc:
+        raise RendezvousStartError(f"cannot open UDP port {port} for the rendezvous: "
+                                   f"{(exc.strerror or str(exc)).lower()}") from None
+    core.port = endpoint.port
+    state.rendezvous = core
+    log.info("rendezvous_ready", udp_port=core.port)
+    return endpoint
 
 
 def open_rendezvous(host: str, port: int, tcp_port: int, explicit: bool, core: Rendezvous
