@@ -188,3 +188,15 @@ def test_junk_is_dropped(junk: bytes) -> None:
     core, _ = paired()
     assert core.receive_datagram(junk, THIRD, THIRD, 1.0) is None
     assert sum(core.counters.dropped.values()) == 1
+
+
+def test_the_core_loads_no_asyncio_socket_or_structlog() -> None:
+    """In a fresh interpreter: the server's rendezvous core is sans-I/O."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgenet.server.rendezvous, edgenet.server.relaycaps; print(sorted("
+            "m for m in ('asyncio', 'socket', 'selectors', 'structlog') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -464,7 +464,7 @@ def test_importing_the_cores_loads_no_asyncio_socket_or_structlog() -> None:
 
     cores = ["packet", "rangeset", "recovery", "congestion", "sendbuffer", "sender", "receiver",
              "names", "admission", "fileops", "records", "reports", "transfers", "events",
-             "options"]
+             "options", "natpacket", "registration", "paths"]
     code = (
         "import sys\n"
         + "".join(f"import edgenet.rudp.{m}\n" for m in cores)

@@ -17,8 +17,8 @@ Datagrams of the path types (registration, probes, the relay's envelope: ``natpa
 to the endpoint's ``PathAgent`` (``pathagent.py``, the glue of the sans-I/O ``paths``); a
 RELAY datagram from the relay with a live token is unwrapped and fed to the transfers with
 the relay as its route, and a transfer whose send address is a ``RelayRoute`` has its
-datagrams wrapped on the way out. These two modules are the only ones of the package that
-import asyncio or structlog.
+datagrams wrapped on the way out. These two modules (and ``deadline.py``, their one
+``call_at`` timer) are the only ones of the package that import asyncio or structlog.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import structlog
 
 from . import fileops as fo
 from . import files, udpsocket
+from .deadline import DeadlineTimer
 from .natpacket import FIRST_PATH_TYPE, PathType
 from .natpacket import RELAY_OVERHEAD as _ENVELOPE
 from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
@@ -77,8 +78,7 @@ class TransferEndpoint:
         #: Registration with the server's rendezvous, probes, the relay's tokens.
         self.paths = PathAgent(self._loop, sock.family, self._send,
                                PathConfig(probe_timeout=options.probe_timeout))
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._futures: dict[int, asyncio.Future[int]] = {}  # outgoing transfer id -> size
         self._ops: dict[asyncio.Future[fo.FileOpResult], fo.FileOp] = {}  # in worker threads
         self._idle = asyncio.Event()
@@ -212,8 +212,7 @@ class TransferEndpoint:
             await asyncio.wait(saving, timeout=CLOSE_WAIT)
         self._loop.remove_reader(self._sock.fileno())
         self._loop.remove_writer(self._sock.fileno())
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self._core.close()
         for addr, datagrams in self._core.datagrams_to_send(self._loop.time()):
             if notify_peers:
@@ -332,22 +331,10 @@ class TransferEndpoint:
             self._loop.remove_writer(self._sock.fileno())
 
     def _rearm(self) -> None:
-        if self._closed:
-            return
-        deadline = self._core.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        if not self._closed:
+            self._timer.rearm(self._core.get_timer())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = max(self._loop.time(), self._timer_at or 0.0)
-        self._timer_at = None
+    def _on_timer(self, now: float) -> None:
         self._core.handle_timer(now)
         self._transmit(now)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from . import udpsocket
+from .deadline import DeadlineTimer
 from .paths import DirectRoute, PathChosen, PathConfig, PathSet, RegisteredAs, RelayRoute, Target
 from .records import PeerKey, SockAddr
 
@@ -34,8 +35,7 @@ class PathAgent:
         self._send = send
         self.core = PathSet(config)
         self.stats = self.core.stats
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._waiting: dict[int, asyncio.Future[Route]] = {}
         self._closed = False
 
@@ -119,26 +119,14 @@ class PathAgent:
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_result(None)
 
     def _rearm(self) -> None:
-        deadline = self.core.get_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer.rearm(self.core.get_timer())
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = max(self._loop.time(), self._timer_at or 0.0)
-        self._timer_at = None
+    def _on_timer(self, now: float) -> None:
         self.core.handle_timer(now)
         self.flush(now)
