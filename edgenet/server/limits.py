@@ -3,9 +3,19 @@
 Sans-I/O: the caller passes ``now``. The per-name lockout (``LockoutTracker``)
 stops guessing one device's password; this stops one address from spraying
 guesses over many names (each name staying under its own limit). Only *failed*
-logins take a token, so a site of many devices behind one NAT address that log
+logins keep a token, so a site of many devices behind one NAT address that log
 in correctly is never slowed; once an address has no token left, every login
 from it is refused (``rate_limited``) until a token comes back.
+
+Under concurrency the limit must still hold: a hashed password is checked in a
+worker thread, so many attempts from one address can be in flight at once.
+``reserve`` therefore takes the token before the password is checked, in the
+same step as the check that one is left (no ``await`` in between), and the
+caller gives it back with ``refund`` when the attempt turns out not to be a
+failure (a correct password, a name already blocked). At most ``per_minute``
+attempts from one address are ever being judged or judged failed per minute;
+the price is that a burst of correct hashed logins from one address larger
+than the tokens left waits its turn (``rate_limited``) while they are checked.
 """
 
 from __future__ import annotations
@@ -58,7 +68,29 @@ class LoginRateLimiter:
             return 0.0
         return (1.0 - b.tokens) * 60.0 / self.per_minute
 
+    def reserve(self, ip: str, now: float) -> float:
+        """Take a token for an attempt about to be judged: 0.0 when taken, else the
+        seconds until one comes back (nothing is taken then). Atomic: callers
+        must not await between deciding to judge and calling this."""
+        wait = self.seconds_left(ip, now)
+        if wait:
+            return wait
+        self.record_failure(ip, now)
+        return 0.0
+
+    def refund(self, ip: str, now: float) -> None:
+        """Give back a token ``reserve`` took, for an attempt that did not fail."""
+        if not self.enabled:
+            return
+        b = self._bucket(ip, now)
+        if b is None:  # forgotten meanwhile: the bucket is full anyway
+            return
+        b.tokens = min(float(self.per_minute), b.tokens + 1.0)
+        if b.tokens >= self.per_minute:
+            del self._buckets[ip]
+
     def record_failure(self, ip: str, now: float) -> None:
+        """Take one token (a failure not reserved beforehand)."""
         if not self.enabled:
             return
         b = self._bucket(ip, now)

@@ -9,7 +9,10 @@ across the nodes of a fleet); on this node the attempts on one name are also
 judged one at a time (``NameLocks``), so that an attempt waits for the verdict
 of the one before it instead of finding a block that may yet be taken back.
 Attempts on different names run in parallel. Plain-text entries never await,
-so for them the lock is free.
+so for them the lock is free. The address rate limit is taken the same way:
+``LoginRateLimiter.reserve`` takes a token before the first ``await`` (so 30
+concurrent guesses from one address with a rate of 5 see 5 judged, 25
+refused), and the token is given back when the attempt does not fail.
 """
 
 from __future__ import annotations
@@ -56,34 +59,40 @@ def failure_reply(request_id: int, attempt: Attempt) -> m.ErrorReply:
 async def judge_login(state: ServerState, req: m.Login, ip: str) -> m.ErrorReply | None:
     """None when the login succeeds (failures reset), else the refusal."""
     name = req.name
-    wait = state.rate_limiter.seconds_left(ip, state.clock())
+    # Reserve the address's token now, before any await: checked and counted in one step.
+    wait = state.rate_limiter.reserve(ip, state.clock())
     if wait:
         refusal = rate_limited_reply(req.id, wait)
         log.warning("login_rate_limited", device=name, ip=ip, seconds_left=refusal.seconds_left)
         return refusal
-    await state.login_locks.acquire(name)
+    failed = False
     try:
-        attempt = await state.lockouts.attempt(name, state.clock())
-        if attempt.seconds_left:
-            log.info("login_refused_blocked", device=name,
-                     seconds_left=round(attempt.seconds_left, 1))
-            return blocked_reply(req.id, attempt.seconds_left)
-        credentials = state.credentials
-        if credentials.is_slow(name):
-            good = await asyncio.to_thread(credentials.check, name, req.password)
-        else:
-            good = credentials.check(name, req.password)
-        if good and name not in state.credentials:  # revoked by a reload meanwhile
-            good = False
-        if good:
-            await state.lockouts.succeeded(name)
-            return None
-        state.rate_limiter.record_failure(ip, state.clock())
-        refusal = failure_reply(req.id, attempt)
-        if attempt.block_seconds:
-            log.warning("device_blocked", device=name, block_seconds=refusal.seconds_left)
-        else:
-            log.info("login_failed", device=name, attempts_left=refusal.attempts_left)
-        return refusal
+        await state.login_locks.acquire(name)
+        try:
+            attempt = await state.lockouts.attempt(name, state.clock())
+            if attempt.seconds_left:
+                log.info("login_refused_blocked", device=name,
+                         seconds_left=round(attempt.seconds_left, 1))
+                return blocked_reply(req.id, attempt.seconds_left)
+            credentials = state.credentials
+            if credentials.is_slow(name):
+                good = await asyncio.to_thread(credentials.check, name, req.password)
+            else:
+                good = credentials.check(name, req.password)
+            if good and name not in state.credentials:  # revoked by a reload meanwhile
+                good = False
+            if good:
+                await state.lockouts.succeeded(name)
+                return None
+            failed = True
+            refusal = failure_reply(req.id, attempt)
+            if attempt.block_seconds:
+                log.warning("device_blocked", device=name, block_seconds=refusal.seconds_left)
+            else:
+                log.info("login_failed", device=name, attempts_left=refusal.attempts_left)
+            return refusal
+        finally:
+            state.login_locks.release(name)
     finally:
-        state.login_locks.release(name)
+        if not failed:  # a success, a name already blocked, or a fault: not a failed guess
+            state.rate_limiter.refund(ip, state.clock())
