@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from admin_api.errors import ApiError
+from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 from edgenet.server.logs import format_timestamp, parse_timestamp
 
 DEFAULT_LIMIT = 100
@@ -46,9 +46,11 @@ def limit_of(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "bad_limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    try:
+        return parse_ascii_int(raw, 1, MAX_LIMIT, "limit")
+    except NumberError:
+        raise ApiError(400, "bad_limit", f"limit must be an integer from 1 to {MAX_LIMIT}"
+                       ) from None
 
 
 def encode_cursor(kind: str, position: int) -> str:
@@ -66,9 +68,9 @@ def cursor_of(request: web.Request, kind: str) -> int | None:
             raise ValueError
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
         got_kind, _, number = text.partition(":")
-        if got_kind != kind or not number.isdigit():
+        if got_kind != kind:
             raise ValueError
-        return int(number)
+        return parse_ascii_int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "bad_cursor", "cursor is not one this list handed out") from None
 
@@ -99,13 +101,15 @@ def since_of(request: web.Request) -> float | None:
     if raw is None:
         return None
     raw = raw.strip()
+    if not raw.isascii():  # every accepted form is ASCII; int/float/fromisoformat take more
+        raise ApiError(400, "bad_since", "since must be Unix seconds, ISO 8601 or "
+                                         "'dd Month yyyy hh:mm:ss', in ASCII digits")
     try:
-        value = float(raw)
-        if math.isfinite(value) and value >= 0:
-            return value
-        raise ApiError(400, "bad_since", "since must be a non-negative finite number")
-    except ValueError:
-        pass
+        return parse_ascii_float(raw, 0.0, None, "since")
+    except NumberError:
+        if raw[:1] in "-+" or raw.lower() in ("inf", "nan", "infinity"):
+            raise ApiError(400, "bad_since", "since must be a non-negative finite number"
+                           ) from None
     try:
         parsed = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
         if parsed.tzinfo is None:

@@ -19,6 +19,7 @@ from admin_api.errors import ApiError, json_response
 from admin_api.history import SERIES_NAMES, WINDOWS
 from admin_api.metrics import ServerMetrics
 from admin_api.sampling import HistorySampler
+from edgenet.numbers import NumberError, parse_ascii_int
 from edgenet.server.compute import Stats
 from edgenet.server.interfaces import ActiveDevice, LockoutEntry, LogName, event_matches
 from edgenet.server.logs import FileRecord
@@ -326,9 +327,11 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     device = q.name_param(request.query.get("device"))
     names = q.event_names(request)
     raw_after = request.headers.get("Last-Event-ID", request.query.get("after", ""))
-    if raw_after and not raw_after.isdigit():
-        raise ApiError(400, "bad_after", "Last-Event-ID / after must be an event seq")
-    last = int(raw_after) if raw_after else None
+    try:
+        last = parse_ascii_int(raw_after) if raw_after else None
+    except NumberError:
+        raise ApiError(400, "bad_after", "Last-Event-ID / after must be an event seq"
+                       ) from None
     sub = events.subscribe()
     if sub is None:
         raise ApiError(503, "too_many_streams",

@@ -14,6 +14,7 @@ from edgenet import __version__
 from edgenet.admin.options import add_admin_parser
 from edgenet.client.options import add_options as add_headless_options
 from edgenet.client.uvf_options import add_uvf_options, uvf_config
+from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 from edgenet.config import SILENT_HEARTBEATS, ClientConfig, ServerConfig, option_default
 from edgenet.server.options import add_options as add_fleet_options
 
@@ -31,28 +32,25 @@ class UsageError(Exception):
 
 def _port(text: str, what: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535 or not text.strip().lstrip("+").isdigit():
-        raise UsageError(f"Invalid {what}: {text}. It must be an integer between 0 and 65535")
-    return value
+        return parse_ascii_int(text.strip(), 0, 65535, what)
+    except NumberError:
+        raise UsageError(f"Invalid {what}: {text}. It must be an integer between 0 and 65535"
+                         ) from None
 
 
 def _positive(text: str, what: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
+        return parse_ascii_float(text.strip(), 0.0, None, what, lo_open=True)
+    except NumberError:
         raise UsageError(f"Invalid {what}: {text}. It must be a positive number") from None
-    if not 0 < value < float("inf"):  # also refuses NaN
-        raise UsageError(f"Invalid {what}: {text}. It must be a positive number")
-    return value
 
 
 def _count(text: str, what: str, minimum: int = 0) -> int:
-    if not text.strip().isdigit() or int(text) < minimum:
-        raise UsageError(f"Invalid {what}: {text}. It must be an integer of at least {minimum}")
-    return int(text)
+    try:
+        return parse_ascii_int(text.strip(), minimum, None, what)
+    except NumberError:
+        raise UsageError(f"Invalid {what}: {text}. It must be an integer of at least {minimum}"
+                         ) from None
 
 
 def _option(group: argparse._ActionsContainer, flag: str, default: object, text: str,
@@ -173,11 +171,9 @@ def run_server(args: argparse.Namespace) -> int:
     from edgenet.server.auth import Credentials, CredentialsError
 
     try:
-        attempts = int(args.max_attempts)
-    except ValueError:
-        attempts = 0
-    if not 1 <= attempts <= 5 or not args.max_attempts.strip().isdigit():
-        raise UsageError(ATTEMPTS_ERROR.format(args.max_attempts))
+        attempts = parse_ascii_int(args.max_attempts.strip(), 1, 5, "MAX_ATTEMPTS")
+    except NumberError:
+        raise UsageError(ATTEMPTS_ERROR.format(args.max_attempts)) from None
     port = _port(args.server_port, "port")
     block = _positive(args.block_seconds, "--block-seconds")
     heartbeat = _positive(args.heartbeat, "--heartbeat")

@@ -11,6 +11,7 @@ import getpass
 import sys
 from typing import TextIO
 
+from edgenet.numbers import NumberError, parse_ascii_int
 from edgenet.server.auth import valid_device_name
 from edgenet.server.passwords import (
     DEFAULT_ITERATIONS,
@@ -32,11 +33,12 @@ def run_hash_password(name: str | None, iterations_text: str | None,
     stdout = stdout if stdout is not None else sys.stdout
     iterations = DEFAULT_ITERATIONS
     if iterations_text is not None:
-        text = iterations_text.strip()
-        if not text.isdigit() or not MIN_ITERATIONS <= int(text) <= MAX_ITERATIONS:
+        try:
+            iterations = parse_ascii_int(iterations_text.strip(), MIN_ITERATIONS,
+                                         MAX_ITERATIONS, "--iterations")
+        except NumberError:
             return _fail(f"Invalid --iterations: {iterations_text}. It must be an integer "
                          f"from {MIN_ITERATIONS} to {MAX_ITERATIONS}")
-        iterations = int(text)
     if name is not None:
         why = valid_device_name(name)
         if why:

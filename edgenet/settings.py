@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgenet.numbers import parse_ascii_int
 from edgenet.textfile import TextFileError, read_small_text
 
 ENV_PREFIX = "EDGENET_"
@@ -218,7 +219,7 @@ def _from_text(opt: Option, text: str, where: str) -> Any:
         return [_convert(opt, part.strip(), where) for part in text.split(",") if part.strip()]
     if isinstance(action, argparse._CountAction):
         try:
-            return int(text)
+            return parse_ascii_int(text.strip())
         except ValueError:
             raise SettingsError(f"{where}: {text!r} is not a whole number") from None
     return _convert(opt, text, where)

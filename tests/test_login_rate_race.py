@@ -10,6 +10,7 @@ refused ``rate_limited``. Through a real server process over loopback.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -47,7 +48,14 @@ def test_concurrent_guesses_from_one_address_are_held_to_the_login_rate(tmp_path
         assert judged <= RATE, counts
         assert judged >= 1, counts
         assert counts["rate_limited"] == len(NAMES) - judged, counts
-        events = [e.get("event") for e in server.read_events()]
+        # Events are written at the end of the server loop's turn, after the replies.
+        deadline = time.monotonic() + 5
+        while True:
+            events = [e.get("event") for e in server.read_events()]
+            if events.count("login_rate_limited") >= len(NAMES) - judged \
+                    and events.count("login_failed") >= judged or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert events.count("login_failed") == judged
         assert events.count("login_rate_limited") == len(NAMES) - judged
         assert server.proc.poll() is None

@@ -88,6 +88,8 @@ def test_a_disk_that_fills_up_during_a_streamed_upload_fails_that_upload_only(
         line = alpha.expect("could not store the file")
         assert line.endswith("No space left on device")
         assert leftovers(data) == []  # the temporary file is gone
+        # Events are written at the end of the loop's turn, after the reply went out.
+        assert wait_until(lambda: bool(server.named("storage_error")), 5)
         failed = server.named("storage_error")
         assert failed and failed[0]["device"] == "alpha" and failed[0]["command"] == "UED"
         alpha.send("SCS 1 SUM")

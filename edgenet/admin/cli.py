@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import re
 import shutil
@@ -18,9 +17,10 @@ from urllib.parse import quote, urlsplit
 from edgenet.admin import render as r
 from edgenet.admin.client import EXIT_USAGE, AdminClient, AdminError
 from edgenet.admin.options import DEFAULT_URL, TOKEN_ENV, URL_ENV
+from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 from edgenet.textfile import TextFileError, read_secret_file
 
-_RELATIVE = re.compile(r"^(\d{1,9})(s|m|min|h|d)$")
+_RELATIVE = re.compile(r"^([0-9]{1,9})(s|m|min|h|d)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
@@ -50,20 +50,19 @@ def resolve_url(args: argparse.Namespace, environ: dict[str, str]) -> str:
 
 def _positive(text: str, what: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value <= 0:
-        raise _usage(f"invalid {what} {text!r}: it must be a positive number")
-    return value
+        return parse_ascii_float(text.strip(), 0.0, None, what, lo_open=True)
+    except NumberError:
+        raise _usage(f"invalid {what} {text!r}: it must be a positive number") from None
 
 
 def _limit(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise _usage(f"invalid --limit {text!r}: it must be a whole number of at least 1")
-    return int(text)
+    try:
+        return parse_ascii_int(text, 1, None, "--limit")
+    except NumberError:
+        raise _usage(f"invalid --limit {text!r}: it must be a whole number of at least 1"
+                     ) from None
 
 
 def since_param(text: str | None, now: float) -> str | None:
@@ -71,6 +70,9 @@ def since_param(text: str | None, now: float) -> str | None:
     relative time ago: ``90s``, ``10m``, ``2h``, ``1d``."""
     if text is None:
         return None
+    if not text.isascii():  # every form the API takes is ASCII; refuse "٣h" here, as usage
+        raise _usage(f"invalid --since {text!r}: give 90s, 10m, 2h, 1d, Unix seconds or "
+                     "ISO 8601, in ASCII digits")
     m = _RELATIVE.match(text.strip())
     if m:
         return f"{max(0.0, now - int(m.group(1)) * _UNIT_SECONDS[m.group(2)]):.3f}"

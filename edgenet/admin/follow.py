@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgenet.admin.client import EXIT_UNREACHABLE, AdminClient, AdminError
+from edgenet.numbers import is_ascii_int
 
 #: Longest line kept while waiting for its end (an event is a few KiB at most).
 MAX_LINE = 1 << 20
@@ -80,7 +81,9 @@ async def _restarted(client: AdminClient, last_id: str) -> bool:
     body = await client.call("GET", "/api/v1/events", {"limit": "1"})
     newest = body.get("data") or []
     seq = newest[0].get("seq", 0) if newest else 0
-    return not last_id.isdigit() or int(seq) < int(last_id)
+    if not is_ascii_int(last_id) or not isinstance(seq, int) or isinstance(seq, bool):
+        return True
+    return seq < int(last_id)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenet.config import option_default
+from edgenet.numbers import NumberError, parse_ascii_float
 from edgenet.textfile import TextFileError, read_small_text
 from edgenet.wire.messages import MAX_PASSWORD
 
@@ -150,12 +151,12 @@ def headless_config(args: argparse.Namespace, environ: Mapping[str, str] | None 
         if isinstance(cmd, Logout) and index != len(commands):
             raise HeadlessUsageError(f"command {index} (OUT) must be the last one")
     try:
-        reconnect_max = float(args.reconnect_max)
-    except ValueError:
-        reconnect_max = -1.0
-    if not 0 < reconnect_max < float("inf"):
+        reconnect_max = parse_ascii_float(str(args.reconnect_max).strip(), 0.0, None,
+                                          "--reconnect-max", lo_open=True)
+    except NumberError:
         raise HeadlessUsageError(
-            f"Invalid --reconnect-max: {args.reconnect_max}. It must be a positive number")
+            f"Invalid --reconnect-max: {args.reconnect_max}. It must be a positive number"
+        ) from None
     return HeadlessConfig(name=name, password=password, commands=tuple(commands),
                           as_json=bool(args.json), stay=bool(args.stay),
                           keep_going=bool(args.keep_going), reconnect_max=reconnect_max)

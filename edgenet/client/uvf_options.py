@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from edgenet.config import ClientConfig as C
+from edgenet.numbers import NumberError, parse_ascii_int
 from edgenet.config import option_default
 
 
@@ -32,11 +33,11 @@ def add_uvf_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _integer(text: Any, option: str, low: int, high: int) -> int:
-    raw = str(text).strip()
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    try:
+        return parse_ascii_int(str(text).strip(), low, high, option)
+    except NumberError:
         raise ValueError(f"Invalid {option}: {text}. It must be an integer between {low} "
-                         f"and {high}")
-    return int(raw)
+                         f"and {high}") from None
 
 
 def uvf_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgenet.numbers import parse_ascii_int
+
 UPLOAD_LOG = "upload-log.txt"
 DELETION_LOG = "deletion-log.txt"
 DEVICE_LOG = "edge-device-log.txt"
@@ -38,7 +40,9 @@ def format_timestamp(t: float) -> str:
 def parse_timestamp(text: str) -> float:
     day, month, year, hms = text.split(" ")
     hh, mm, ss = hms.split(":")
-    tm = (int(year), _MONTHS.index(month) + 1, int(day), int(hh), int(mm), int(ss), 0, 0, -1)
+    n = parse_ascii_int
+    tm = (n(year, 1, 9999, "year"), _MONTHS.index(month) + 1, n(day, 1, 31, "day"),
+          n(hh, 0, 23, "hour"), n(mm, 0, 59, "minute"), n(ss, 0, 61, "second"), 0, 0, -1)
     return time.mktime(tm)
 
 
@@ -57,7 +61,8 @@ class FileRecord:
     @classmethod
     def parse(cls, line: str) -> FileRecord:
         device, ts, file_id, samples = line.rstrip("\n").split("; ")
-        return cls(device, parse_timestamp(ts), int(file_id), int(samples))
+        return cls(device, parse_timestamp(ts), parse_ascii_int(file_id, what="fileID"),
+                   parse_ascii_int(samples, what="dataAmount"))
 
 
 class FileLog:
@@ -156,7 +161,8 @@ def _cut_torn_tail(path: Path) -> int:
 
 def parse_device_line(line: str) -> tuple[int, float, str, str, int]:
     seq, ts, name, ip, port = line.rstrip("\n").split("; ")
-    return int(seq), parse_timestamp(ts), name, ip, int(port)
+    return (parse_ascii_int(seq, what="seq"), parse_timestamp(ts), name, ip,
+            parse_ascii_int(port, 0, 65535, "udp_port"))
 
 
 def write_atomically(path: Path, text: str, fsync: bool = False) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgenet.config import ServerConfig, option_default
+from edgenet.numbers import NumberError, parse_ascii_float
 
 #: The most a lease may be: a dead node's devices leave the fleet within it.
 MAX_LEASE = 15.0
@@ -99,12 +100,11 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["s3_endpoint"] = args.s3_endpoint
     fields["s3_region"] = str(args.s3_region)
     try:
-        lease = float(args.lease)
-    except ValueError:
-        lease = -1.0
-    if not 0 < lease <= MAX_LEASE:
+        lease = parse_ascii_float(str(args.lease).strip(), 0.0, MAX_LEASE, "--lease",
+                                  lo_open=True)
+    except NumberError:
         raise OptionError(f"Invalid --lease: {args.lease}. It must be a number of seconds "
-                          f"above 0 and at most {MAX_LEASE:g}")
+                          f"above 0 and at most {MAX_LEASE:g}") from None
     fields["lease"] = lease
     if not re.fullmatch(r"[A-Za-z0-9._:{}-]{1,64}", str(args.redis_prefix)):
         raise OptionError(f"Invalid --redis-prefix: {str(args.redis_prefix)[:80]}")

@@ -15,6 +15,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from edgenet.numbers import NumberError, parse_ascii_int
+
 SCHEME = "pbkdf2-sha256"
 #: Default work factor of new entries (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
 DEFAULT_ITERATIONS = 600_000
@@ -61,9 +63,11 @@ def parse_hash(entry: str) -> PasswordHash:
     if scheme != SCHEME:
         raise HashFormatError(f"unknown password hash scheme {scheme[:20]!r}; "
                               f"only {SCHEME} is supported")
-    if not iterations.isdigit() or not MIN_ITERATIONS <= int(iterations) <= MAX_ITERATIONS:
+    try:
+        rounds = parse_ascii_int(iterations, MIN_ITERATIONS, MAX_ITERATIONS, "iterations")
+    except NumberError:
         raise HashFormatError(f"iterations must be an integer from {MIN_ITERATIONS} "
-                              f"to {MAX_ITERATIONS}")
+                              f"to {MAX_ITERATIONS}") from None
     try:
         raw_salt = _unb64(salt)
         raw_digest = _unb64(digest)
@@ -73,7 +77,7 @@ def parse_hash(entry: str) -> PasswordHash:
         raise HashFormatError("salt must be at least 8 bytes")
     if len(raw_digest) < 16:
         raise HashFormatError("hash must be at least 16 bytes")
-    return PasswordHash(int(iterations), raw_salt, raw_digest)
+    return PasswordHash(rounds, raw_salt, raw_digest)
 
 
 def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS,

@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from edgenet.numbers import NumberError, parse_ascii_int
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
 #: The longest v1 line, CRLF included (the specification's own bound).
@@ -177,10 +179,13 @@ def _address(ip: str, port: str, family: int) -> Address:
         raise ProxyHeaderError(f"PROXY v1 address {ip[:45]!r} is invalid") from None
     if addr.version != family:
         raise ProxyHeaderError("PROXY v1 address does not match its family")
-    if not port.isascii() or not port.isdigit() or len(port) > 5 or int(port) > 65535 \
-            or (len(port) > 1 and port.startswith("0")):
-        raise ProxyHeaderError(f"PROXY v1 port {port[:8]!r} is invalid")
-    return str(addr), int(port)
+    try:
+        if len(port) > 1 and port.startswith("0"):
+            raise NumberError("leading zero")
+        number = parse_ascii_int(port, 0, 65535, "port")
+    except NumberError:
+        raise ProxyHeaderError(f"PROXY v1 port {port[:8]!r} is invalid") from None
+    return str(addr), number
 
 
 def encode_v2(source: Address, destination: Address) -> bytes:
