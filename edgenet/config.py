@@ -73,6 +73,10 @@ class ServerConfig:
     lease: float = 10.0
     #: Prefix of every Redis key (several fleets can share one Redis).
     redis_prefix: str = "edgenet"
+    #: Redis connections this node's commands share; a command waits at most
+    #: ``redis_pool_timeout`` seconds for a free one (then: service_unavailable).
+    redis_max_connections: int = 64
+    redis_pool_timeout: float = 5.0
     #: UDP port of the rendezvous and relay for UVF across NATs: None, the TCP port's
     #: number; 0, off.
     udp_port: int | None = None

@@ -105,17 +105,33 @@ class RedisEngine(Engine):
         self.place = place
         self.exe = engine_path("redis-server")
         self.port = free_port()
+        self.started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self._spawn([self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--dir", str(self.place), "--save", "", "--appendonly", "yes",
-                     "--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no"])
-        assert self.proc is not None
-        wait_port(self.port, self.proc, what="redis-server")
+        # The port was free when chosen, but another process (tests run in parallel,
+        # each with many outgoing connections) may take it before redis-server binds
+        # it: a first start moves to another port, a restart (the nodes know the port)
+        # tries the same one again.
+        for attempt in range(5):
+            self._spawn([self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                         "--dir", str(self.place), "--save", "", "--appendonly", "yes",
+                         "--appendfsync", "always", "--daemonize", "no",
+                         "--protected-mode", "no"])
+            assert self.proc is not None
+            try:
+                wait_port(self.port, self.proc, what="redis-server")
+                break
+            except RuntimeError:
+                if attempt == 4 or self.proc.poll() is None:
+                    raise
+                if not self.started:
+                    self.port = free_port()
+                time.sleep(0.2)
+        self.started = True
         # Loading the append-only file after a restart: wait until it answers PING.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

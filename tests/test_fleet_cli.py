@@ -44,6 +44,10 @@ def test_the_plain_build_says_how_to_get_fleet_mode() -> None:
     (["--redis", "redis://127.0.0.1:1", "--files", "s3://B_A_D/x"], "Invalid --files"),
     (["--redis", "redis://127.0.0.1:1", "--s3-endpoint", "ftp://x"], "Invalid --s3-endpoint"),
     (["--redis", "redis://127.0.0.1:1", "--node-id", "a b"], "Invalid --node-id"),
+    (["--redis", "redis://127.0.0.1:1", "--redis-max-connections", "0"],
+     "Invalid --redis-max-connections: 0"),
+    (["--redis", "redis://127.0.0.1:1", "--redis-pool-timeout", "0"],
+     "Invalid --redis-pool-timeout: 0"),
     (["--proxy-protocol", "--trusted-proxies", "1.2.3"], "Invalid --trusted-proxies: 1.2.3"),
 ])
 def test_bad_fleet_options_are_one_line(args: list[str], message: str) -> None:
@@ -66,3 +70,4 @@ def test_fleet_options_from_every_source(tmp_path: Path) -> None:
     assert 'lease = "5"' in out and 'node_id = "n1"  # command line' in out
     assert "proxy_protocol = true" in out and 'trusted_proxies = "10.0.0.0/8"' in out
     assert "never-shown" not in out
+    assert "redis_max_connections = " in out and "redis_pool_timeout = " in out

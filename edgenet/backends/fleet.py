@@ -66,7 +66,9 @@ class Fleet:
         self._health_task: asyncio.Task[None] | None = None
 
     async def open(self, config: ServerConfig, now: float) -> Backends:
-        link = self.link = RedisLink(config.redis_url or "", config.redis_prefix, self.node)
+        link = self.link = RedisLink(config.redis_url or "", config.redis_prefix, self.node,
+                                     max_connections=config.redis_max_connections,
+                                     pool_timeout=config.redis_pool_timeout)
         try:
             await link.check()
         except BackendUnavailable:

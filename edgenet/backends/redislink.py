@@ -8,6 +8,12 @@ again, then runs the ``on_recover`` hooks (the presence re-registers this node's
 devices, the event log flushes what it queued). ``ready()`` says whether Redis
 answers now (``/healthz``).
 
+Commands share a bounded pool of connections (``--redis-max-connections``) that
+waits for a free one (``BlockingConnectionPool``): hundreds of devices at once
+queue for a connection instead of each opening its own. A wait longer than
+``--redis-pool-timeout`` is ``BackendUnavailable`` with a "busy" message for that
+request only: Redis answers, so the node stays ready and nothing is torn down.
+
 Keys all start with ``{prefix}:`` where ``prefix`` is ``--redis-prefix`` in
 braces (a Redis Cluster hash tag: every key of a fleet lives in one slot, so
 the Lua scripts may touch several). The layout is in docs/FLEET.md.
@@ -22,6 +28,7 @@ from typing import Any, TypeVar
 
 import structlog
 from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from edgenet.server.interfaces import BackendUnavailable
@@ -34,18 +41,47 @@ T = TypeVar("T")
 SOCKET_TIMEOUT = 2.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0
 UNAVAILABLE = "the fleet's shared state (Redis) is unreachable; try again shortly"
+BUSY = "this node is busy (every Redis connection is in use); try again shortly"
+#: Defaults of ``--redis-max-connections`` and ``--redis-pool-timeout``.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 5.0
+#: Seconds between two ``redis_pool_busy`` events (one per burst, not one per request).
+BUSY_LOG_PERIOD = 1.0
+
+
+class PoolBusy(RedisConnectionError):
+    """Every connection of the pool stayed in use for the whole wait."""
+
+
+class WaitingPool(aioredis.BlockingConnectionPool):
+    """redis-py's pool that waits for a free connection, telling a wait that ran out
+    (``PoolBusy``) from a connection that failed (any other ``ConnectionError``)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except PoolBusy:
+            raise
+        except RedisConnectionError as exc:
+            # redis-py raises ConnectionError("No connection available.") from the
+            # TimeoutError of its wait; a refused or dropped connect has no such cause.
+            if isinstance(exc.__cause__, (asyncio.TimeoutError, TimeoutError)):
+                raise PoolBusy(str(exc)) from exc
+            raise
 
 
 class RedisLink:
-    def __init__(self, url: str, prefix: str, node: str,
-                 client: Any = None) -> None:
+    def __init__(self, url: str, prefix: str, node: str, client: Any = None,
+                 max_connections: int = MAX_CONNECTIONS,
+                 pool_timeout: float = POOL_TIMEOUT) -> None:
         self.url = url
         self.prefix = "{" + prefix.strip("{}") + "}"
         self.node = node
         # Typed Any: redis-py's own annotations are looser than mypy --strict wants.
-        self.redis: Any = client or aioredis.from_url(
-            url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
-            socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=5)
+        self.redis: Any = client or aioredis.Redis.from_pool(WaitingPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout,
+            decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=5))
         #: A second client for blocking reads (XREAD BLOCK), so they never hold up
         #: the commands of devices.
         self.blocking: Any = aioredis.from_url(
@@ -55,6 +91,9 @@ class RedisLink:
         self._watcher: asyncio.Task[None] | None = None
         self.on_recover: list[Callable[[], Awaitable[None]]] = []
         self.outages = 0
+        #: Requests refused because no connection of the pool came free in time.
+        self.busy = 0
+        self._busy_logged = -BUSY_LOG_PERIOD
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -72,9 +111,21 @@ class RedisLink:
             return await call(self.redis)
         except ResponseError:
             raise  # a bug of ours (a script, a wrong type): not an outage
+        except PoolBusy:
+            self._pool_busy()
+            raise BackendUnavailable(BUSY) from None
         except (RedisError, OSError) as exc:
             self.down(exc)
             raise BackendUnavailable(UNAVAILABLE) from None
+
+    def _pool_busy(self) -> None:
+        self.busy += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._busy_logged >= BUSY_LOG_PERIOD:
+            self._busy_logged = now
+            pool = self.redis.connection_pool
+            log.warning("redis_pool_busy", refused=self.busy,
+                        max_connections=pool.max_connections, wait=pool.timeout)
 
     def down(self, exc: BaseException) -> None:
         """Redis failed a call: refuse further calls until the watcher reaches it."""

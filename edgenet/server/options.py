@@ -19,6 +19,7 @@ from edgenet.numbers import NumberError, parse_ascii_float
 
 #: The most a lease may be: a dead node's devices leave the fleet within it.
 MAX_LEASE = 15.0
+MAX_REDIS_CONNECTIONS = 10_000
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 _NODE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -59,6 +60,13 @@ def add_options(srv: argparse.ArgumentParser) -> None:
                           f"{option_default(S.lease)}, at most {MAX_LEASE:g})")
     flt.add_argument("--redis-prefix", default=S.redis_prefix, metavar="PREFIX",
                      help=f"prefix of this fleet's Redis keys (default {S.redis_prefix})")
+    flt.add_argument("--redis-max-connections", default=option_default(S.redis_max_connections),
+                     metavar="N", help="Redis connections this node's commands share "
+                     f"(default {S.redis_max_connections})")
+    flt.add_argument("--redis-pool-timeout", default=option_default(S.redis_pool_timeout),
+                     metavar="SECONDS", help="how long a command waits for a free Redis "
+                     "connection before it is refused, retryably (default "
+                     f"{option_default(S.redis_pool_timeout)})")
 
 
 def config_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,6 +117,22 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
     if not re.fullmatch(r"[A-Za-z0-9._:{}-]{1,64}", str(args.redis_prefix)):
         raise OptionError(f"Invalid --redis-prefix: {str(args.redis_prefix)[:80]}")
     fields["redis_prefix"] = str(args.redis_prefix)
+    try:
+        pool = int(args.redis_max_connections)
+    except ValueError:
+        pool = 0
+    if not 1 <= pool <= MAX_REDIS_CONNECTIONS:
+        raise OptionError(f"Invalid --redis-max-connections: {args.redis_max_connections}. "
+                          f"It must be a whole number from 1 to {MAX_REDIS_CONNECTIONS}")
+    fields["redis_max_connections"] = pool
+    try:
+        wait = float(args.redis_pool_timeout)
+    except ValueError:
+        wait = -1.0
+    if not 0 < wait <= 60:
+        raise OptionError(f"Invalid --redis-pool-timeout: {args.redis_pool_timeout}. It must "
+                          "be a number of seconds above 0 and at most 60")
+    fields["redis_pool_timeout"] = wait
     return fields
 
 
