@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 
@@ -17,7 +18,10 @@ class DeviceListing:
     then a small framed prefix plus one or two views into the joined bytes (the
     asker's own entry is cut out), written without copying: at 5,000 devices an
     AED reply is ~600 KB, and building it per request would cost the server most
-    of its time in allocation alone.
+    of its time in allocation alone. Many AEDs that find the list changed at once
+    rebuild it once: the first reads the presence, the others wait for it (in a
+    fleet a read of the whole list is a Redis round trip and a decode of every
+    entry, which hundreds of AEDs at once after a login burst would each repeat).
     """
 
     def __init__(self, presence: Presence) -> None:
@@ -26,10 +30,17 @@ class DeviceListing:
         self._encoded: dict[str, bytes] = {}
         self._joined = b""
         self._spans: dict[str, tuple[int, int]] = {}
+        self._rebuilding = asyncio.Lock()
 
     async def _refresh(self) -> None:
+        if self._version == await self.presence.version():
+            return
+        async with self._rebuilding:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
         version = await self.presence.version()
-        if self._version == version:
+        if self._version == version:  # rebuilt while this one waited
             return
         encoded: dict[str, bytes] = {}
         parts: list[bytes] = []
