@@ -209,7 +209,7 @@ def test_sigterm_on_a_scripted_client(server_process: ServerProcess, tmp_path: P
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
-    from edgenet.client.headless import Backoff
+    from edgenet.client.backoff import Backoff
 
     low = Backoff(base=0.5, cap=4.0, rng=lambda: 0.0)
     high = Backoff(base=0.5, cap=4.0, rng=lambda: 1.0)

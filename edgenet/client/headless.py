@@ -6,8 +6,12 @@ contacted), each result printed as text or, with ``--json``, as one JSON
 object; then logout. ``--stay`` keeps the device logged in to receive UVF
 files: when the link drops (server restart, network) it reconnects with
 exponential backoff and jitter and logs in again, while the UDP endpoint stays
-bound, so transfers to it keep working. A takeover (the same name logged in
-elsewhere) ends it: two devices fighting over one name would never settle.
+bound, so transfers to it keep working. A login refused for now rather than for
+good (``service_unavailable``: a fleet's Redis is down or busy; ``server_busy``)
+is tried again with the same backoff, at start too; without ``--stay`` it exits 4
+(the server cannot serve), not 3 (the credentials are fine). A takeover (the same
+name logged in elsewhere) ends it: two devices fighting over one name would never
+settle.
 
 Exit statuses are in ``edgenet.client.options`` (0, 2 usage, 3 auth, 4 server
 unreachable or lost, 5 a command failed).
@@ -17,14 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
 
 from edgenet.client import commands as c
+from edgenet.client.backoff import RETRYABLE_CODES, Backoff
 from edgenet.client.connection import ServerLink
 from edgenet.client.dial import connect, resolve
 from edgenet.client.errors import ConnectFailed, ReplyTimeout, ServerGone, refusal_text
@@ -49,27 +52,6 @@ log = structlog.get_logger("edgenet.client")
 
 #: Without a heartbeat interval from the server, check the link this often (seconds).
 DEFAULT_LIVENESS = 10.0
-
-
-class Backoff:
-    """Delays between reconnection attempts: ``base`` doubling up to ``cap``, each
-    drawn uniformly from its upper half ("equal jitter"), so that devices cut off by
-    one server restart do not all come back in the same instant."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0,
-                 rng: Callable[[], float] = random.random) -> None:
-        self.base = min(base, cap)
-        self.cap = cap
-        self._rng = rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 60))
-        self.attempt += 1
-        return ceiling / 2 + self._rng() * ceiling / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _LoginRefused(Exception):
@@ -114,9 +96,21 @@ class HeadlessDevice:
         try:
             await self._login(self.server)
         except _LoginRefused as exc:
-            self._fail(CommandResult.failure("login", exc.code, exc.message),
-                       f"login as {name} refused: {exc.message}")
-            return EXIT_AUTH
+            if exc.code in RETRYABLE_CODES and self.headless.stay:
+                # Not now, rather than no: a device that stays keeps trying.
+                await self.server.close()
+                self._retrying(exc)
+                status = await self._reconnect(Backoff(cap=self.headless.reconnect_max))
+                if status is not None:
+                    return status
+            elif exc.code in RETRYABLE_CODES:  # the server cannot serve now: not an auth failure
+                self._fail(CommandResult.failure("login", exc.code, exc.message),
+                           f"login as {name} not possible now: {exc.message}")
+                return EXIT_UNREACHABLE
+            else:
+                self._fail(CommandResult.failure("login", exc.code, exc.message),
+                           f"login as {name} refused: {exc.message}")
+                return EXIT_AUTH
         except (ServerGone, ReplyTimeout) as exc:
             self._fail(CommandResult.failure("login", "unreachable", exc.message), exc.message)
             return EXIT_UNREACHABLE
@@ -215,12 +209,23 @@ class HeadlessDevice:
                 if exc.code == "blocked":  # someone else tripped the lockout: it ends
                     log.warning("reconnect_blocked", error=exc.message)
                     continue
+                if exc.code in RETRYABLE_CODES:  # the fleet's Redis is down or busy: it ends
+                    self._retrying(exc)
+                    continue
                 self._fail(CommandResult.failure("login", exc.code, exc.message),
                            f"login as {self.headless.name} refused: {exc.message}")
                 return EXIT_AUTH
             self.server = server
             log.info("reconnected")
             return None
+
+    def _retrying(self, exc: _LoginRefused) -> None:
+        """A login refused for now (``service_unavailable``): said once per refusal; the
+        caller backs off and tries again."""
+        log.warning("login_unavailable", code=exc.code, error=exc.message)
+        self.printer.notice(f"login as {self.headless.name} not possible now: {exc.message}; "
+                            "trying again", event="login_unavailable", code=exc.code,
+                            reason=exc.message)
 
     async def _watch(self, server: ServerLink) -> str:
         """Wait until ``server`` is over; returns why. A server that vanished without

@@ -32,7 +32,8 @@ EXIT_UNREACHABLE = 4
 EXIT_COMMAND_FAILED = 5
 
 EXIT_HELP = ("exit status with --name: 0 every command succeeded; 2 usage; 3 authentication "
-             "refused, blocked or replaced; 4 server unreachable or lost; 5 a command failed")
+             "refused, blocked or replaced; 4 server unreachable or lost, or unable to log in "
+             "for now (service_unavailable); 5 a command failed")
 
 
 class HeadlessUsageError(ValueError):
