@@ -17,6 +17,7 @@ from edgenet.client.uvf_options import add_uvf_options, uvf_config
 from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 from edgenet.config import SILENT_HEARTBEATS, ClientConfig, ServerConfig, option_default
 from edgenet.server.options import add_options as add_fleet_options
+from edgenet.server.resumeopts import add_options as add_resume_options
 
 ATTEMPTS_ERROR = ("Invalid number of allowed failed consecutive attempts: {}. "
                   "The valid value of argument number is an integer between 1 and 5")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PEM certificate chain: serve devices over TLS (with --tls-key)")
     lim.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
     add_fleet_options(srv)
+    add_resume_options(srv)
     nat = srv.add_argument_group("UVF across NATs: rendezvous and relay (see docs/SECURITY.md)")
     opt(nat, "--udp-port", S.udp_port, "UDP port of the rendezvous and relay (default: "
         "SERVER_PORT's number; 0 turns them off)", metavar="PORT")
@@ -185,6 +187,12 @@ def run_server(args: argparse.Namespace) -> int:
     try:
         fleet_fields = fleet_options.config_fields(args)
     except fleet_options.OptionError as exc:
+        raise UsageError(str(exc)) from None
+    from edgenet.server import resumeopts
+
+    try:
+        fleet_fields.update(resumeopts.config_fields(args))
+    except resumeopts.ResumeOptionError as exc:
         raise UsageError(str(exc)) from None
     if fleet_fields.get("redis_url") and fleet_options.missing_fleet_modules(
             bool(fleet_fields.get("files_url"))):

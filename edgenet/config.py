@@ -86,6 +86,12 @@ class ServerConfig:
     relay_total_rate: int = 128 * 2**20
     relay_device_bytes: int = 16 * 2**30
     relay_total_bytes: int = 256 * 2**30
+    #: Partial uploads (protocol version 3) are kept this many hours after their last
+    #: checkpoint, for the device to resume; 0 keeps none.
+    resume_hours: float = 24.0
+    #: The sizes of the files whose partials are kept, per device and in all (bytes).
+    resume_budget: int = 4 * 2**30
+    resume_total_budget: int = 32 * 2**30
 
 
 @dataclass(frozen=True)

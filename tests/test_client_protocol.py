@@ -185,8 +185,8 @@ def test_hello_refusals() -> None:
     assert proto.phase is Phase.CLOSED
     proto = ClientProtocol()
     proto.send(HELLO)
-    assert events(proto, frame({"type": "hello", "version": 3, "server": "future"})) == [
-        UnsupportedVersion(3)]
+    assert events(proto, frame({"type": "hello", "version": 4, "server": "future"})) == [
+        UnsupportedVersion(4)]
     assert proto.phase is Phase.CLOSED
     proto = ClientProtocol()
     proto.send(HELLO)

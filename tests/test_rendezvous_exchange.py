@@ -58,15 +58,15 @@ def pending_frames(dev: Device) -> list[cp.ClientEvent]:
 
 
 async def test_hello_settles_on_the_highest_common_version(edge_server: EdgeServer) -> None:
-    for versions, expected in (((), 1), ((1,), 1), ((1, 2), 2), ((2, 7), 2)):
+    for versions, expected in (((), 1), ((1,), 1), ((1, 2), 2), ((2, 7), 2), ((1, 2, 3), 3)):
         dev = Device(edge_server)
         reply = await dev.call(m.Hello(1, AGENT, versions))
         assert isinstance(reply, m.HelloReply) and reply.version == expected
         assert dev.end.core.version == expected
     dev = Device(edge_server)
-    refused = await dev.call(m.Hello(1, AGENT, (3, 4)))
+    refused = await dev.call(m.Hello(1, AGENT, (4, 5)))
     assert isinstance(refused, m.ErrorReply) and refused.code == "unsupported_version"
-    assert "speaks versions 1, 2" in refused.message
+    assert "speaks versions 1, 2, 3" in refused.message
 
 
 async def test_connect_gives_both_devices_the_rendezvous(edge_server: EdgeServer) -> None:

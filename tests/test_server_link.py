@@ -82,7 +82,7 @@ async def scripted_server(script: Script) -> AsyncIterator[int]:
 
 async def greet(peer: ScriptedPeer) -> None:
     fields, _ = await peer.frame()
-    assert fields == {"type": "hello", "version": 1, "agent": fields["agent"], "versions": [1, 2]}
+    assert fields == {"type": "hello", "version": 1, "agent": fields["agent"], "versions": [1, 2, 3]}
     peer.send(HELLO)
 
 
@@ -158,8 +158,8 @@ async def test_a_ping_during_an_upload_is_answered_after_the_body(tmp_path: Path
 
 
 @pytest.mark.parametrize(("reply", "line"), [
-    ({"type": "hello", "version": 3, "server": "future"},
-     "the server speaks protocol version 3; this client speaks versions 1, 2"),
+    ({"type": "hello", "version": 4, "server": "future"},
+     "the server speaks protocol version 4; this client speaks versions 1, 2, 3"),
     ({"type": "error", "id": None, "code": "server_busy", "message": "at its limit\nsorry"},
      "at its limit sorry"),
     ({"type": "notice", "kind": "shutdown", "message": ""},

@@ -32,7 +32,17 @@ import structlog
 from edgenet.backends.redislink import RedisLink
 from edgenet.backends.s3link import S3Link
 from edgenet.server.compute import DataError, SampleValidator, Stats, StatsScanner
-from edgenet.server.interfaces import BackendUnavailable, LogName, StorageStatus, StoredFile
+from edgenet.server.checksum import ChecksummedUpload
+from edgenet.server.interfaces import (
+    BackendUnavailable,
+    LogName,
+    PendingUpload,
+    ResumePoint,
+    ResumeRefused,
+    ResumeRequest,
+    StorageStatus,
+    StoredFile,
+)
 from edgenet.server.logs import FileRecord
 
 log = structlog.get_logger("edgenet.fleet")
@@ -184,8 +194,19 @@ class S3FileStore:
             return StorageStatus("s3_unavailable", exc.message)
         return StorageStatus()
 
-    async def begin_upload(self, device: str, file_id: int) -> S3Upload:
-        return S3Upload(self, device, file_id)
+    async def begin_upload(self, device: str, file_id: int,
+                           resume: ResumeRequest | None = None) -> PendingUpload:
+        # A fleet keeps no partial uploads: a checked upload always starts from 0.
+        if resume is None:
+            return S3Upload(self, device, file_id)
+        if resume.offset:
+            raise ResumeRefused("resume_mismatch", "this server keeps no partial uploads "
+                                "(fleet mode); upload the file from the start")
+        return ChecksummedUpload(S3Upload(self, device, file_id), resume.sha256, resume.size)
+
+    async def resume_point(self, device: str, file_id: int, size: int, now: float
+                           ) -> ResumePoint:
+        return ResumePoint()  # start over: fleet mode does not resume
 
     async def _commit(self, spool: Path, stored: StoredFile) -> StoredFile:
         upload = secrets.token_hex(8)

@@ -32,6 +32,7 @@ from edgenet.client.errors import (
     refusal_text,
     violation_text,
 )
+from edgenet.client.resume import hash_file, resume_offset
 from edgenet.client.protocol import (
     MAX_PENDING,
     ClientProtocol,
@@ -82,6 +83,8 @@ class ServerLink:
         self.notice_kind: str | None = None
         #: The protocol version the server chose (its hello's answer).
         self.version = m.PROTOCOL_VERSION
+        #: Why the server will keep no partial of the last upload (its resume budget).
+        self.resume_note: str | None = None
         #: Told of each ``peer`` frame (a UVF is coming to this device).
         self.on_peer: Callable[[m.PeerNotice], None] | None = None
         peer = writer.get_extra_info("peername") or ("", 0)
@@ -149,14 +152,35 @@ class ServerLink:
     async def upload(self, file_id: int, path: Path, timeout: float = REPLY_TIMEOUT
                      ) -> m.UploadOk | m.ErrorReply:
         """Stream ``path`` as the body of one ``upload`` frame. No timeout while the body
-        is on the wire; ``timeout`` for the reply after it. Raises OSError if the file
-        cannot be opened (nothing sent then), ServerGone or ReplyTimeout."""
+        is on the wire; ``timeout`` for the reply after it. From protocol version 3 the
+        upload is checked (the whole file's SHA-256) and resumes where the server holds
+        the start of this very file (``edgenet.client.resume``). Raises OSError if the
+        file cannot be opened (nothing sent then), ServerGone or ReplyTimeout.
+        ``resume_note`` is set when the server said it would keep no partial of it."""
+        self.resume_note = None
+        offset, sha256 = 0, None
+        if self.version >= m.RESUME_VERSION:
+            size = path.stat().st_size
+            asked = await self._call(lambda rid: m.UploadOffset(rid, file_id, size),
+                                     m.UploadOffsetOk, timeout)
+            if isinstance(asked, m.ErrorReply) and asked.code != "resume_budget":
+                return asked
+            if isinstance(asked, m.ErrorReply):
+                self.resume_note = asked.message
+                point, point_sha = 0, ""
+            else:
+                point, point_sha = asked.offset, asked.sha256
+            digest = await asyncio.to_thread(hash_file, path, point)
+            offset, sha256 = resume_offset(point, point_sha, digest), digest.sha256
         # A local open is quick; the reads that follow are bounded by MAX_CHUNK each.
         with open(path, "rb") as src:  # noqa: ASYNC230
             size = os.fstat(src.fileno()).st_size
+            offset = min(offset, size)
+            src.seek(offset)
             async with self._send_lock:
                 self._check_open()
-                request = m.Upload(self._proto.next_id(), file_id, size)
+                request = m.Upload(self._proto.next_id(), file_id, size - offset, offset,
+                                   sha256)
                 fut = self._waiter(request.id)
                 await self._stream(src, self._proto.send(request), fut)
         return self._expect(await self._wait(request.id, fut, timeout), m.UploadOk)

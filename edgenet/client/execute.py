@@ -22,6 +22,7 @@ from edgenet.client.datagen import data_file_name, write_data_file
 from edgenet.client.errors import refusal_text
 from edgenet.client.peer import LookupFailed, PeerLink
 from edgenet.client.rendezvous import lookup_fields
+from edgenet.client.resume import resumed_percent
 from edgenet.client.results import (
     LOCAL_IO,
     NO_LOCAL_FILE,
@@ -140,9 +141,12 @@ async def _upload(shown: str, cmd: c.UploadData, server: ServerLink, name: str,
                                      f"cannot read {fname}: {(exc.strerror or str(exc)).lower()}")
     if isinstance(uploaded, m.ErrorReply):
         return CommandResult.failure(shown, uploaded.code or "refused", refusal_text(uploaded))
+    resumed = uploaded.resumed_from or 0
+    how = f", resumed at {resumed_percent(resumed, uploaded.bytes)} %" if resumed else ""
     return CommandResult.success(
-        shown, f"file {fname} has been uploaded ({uploaded.samples} samples)",
-        file_id=cmd.file_id, samples=uploaded.samples, bytes=uploaded.bytes)
+        shown, f"file {fname} has been uploaded ({uploaded.samples} samples{how})",
+        file_id=cmd.file_id, samples=uploaded.samples, bytes=uploaded.bytes,
+        **({"resumed_from": resumed} if resumed else {}))
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -50,6 +50,9 @@ from edgenet.wire import messages as m
 
 log = structlog.get_logger("edgenet.client")
 
+#: Failures of a UED that a new try may mend (the link, the server, the file changed).
+RETRIED_UPLOAD_CODES = frozenset({"storage_error", "service_unavailable", "bad_checksum",
+                                  "resume_mismatch", "shutdown"})
 #: Without a heartbeat interval from the server, check the link this often (seconds).
 DEFAULT_LIVENESS = 10.0
 
@@ -152,17 +155,75 @@ class HeadlessDevice:
                 continue
             if isinstance(cmd, c.Logout):
                 return status, True
-            result = await execute_command(line, cmd, server=self.server, peers=self.peers,
-                                           name=self.headless.name,
-                                           data_dir=self.config.data_dir, wait_transfer=True)
+            if isinstance(cmd, c.UploadData):
+                result = await self._upload(line, cmd)
+            else:
+                result = await execute_command(line, cmd, server=self.server, peers=self.peers,
+                                               name=self.headless.name,
+                                               data_dir=self.config.data_dir,
+                                               wait_transfer=True)
             if result.ok:
                 self.printer.result(result)
                 continue
             self._fail(result, f"command {index} ({result.command}) failed: {result.text}")
-            status = status or EXIT_COMMAND_FAILED
+            status = status or (EXIT_UNREACHABLE if result.code == "unreachable"
+                                else EXIT_COMMAND_FAILED)
             if not self.headless.keep_going:
                 break
         return status, False
+
+    async def _upload(self, line: str, cmd: c.UploadData) -> CommandResult:
+        """UED, tried again (``--upload-retries``, with backoff) when the link or the
+        server failed it: each try reconnects if need be and resumes where the server
+        holds the file. Only an acknowledged upload is a success."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        tries = self.headless.upload_retries + 1
+        for attempt in range(1, tries + 1):
+            failure: CommandResult | None = None
+            try:
+                if self.server is None or self.server.closed.done():
+                    await self._reconnect_once()
+                assert self.server is not None and self.peers is not None
+                result = await execute_command(line, cmd, server=self.server, peers=self.peers,
+                                               name=self.headless.name,
+                                               data_dir=self.config.data_dir)
+                if result.ok or result.code not in RETRIED_UPLOAD_CODES:
+                    return result
+                failure = result
+            except _LoginRefused as exc:
+                return CommandResult.failure(line, exc.code, f"login as {self.headless.name} "
+                                             f"refused: {exc.message}")
+            except (ServerGone, ReplyTimeout, ConnectFailed) as exc:
+                if self.server is not None and not self.server.closed.done():
+                    await self.server.close()  # a reply that did not come: start afresh
+                self.logged_in = False
+                failure = CommandResult.failure(line, "unreachable", exc.message)
+            note = self.server.resume_note if self.server is not None else None
+            if attempt == tries:
+                if note and failure.code == "unreachable":
+                    failure = CommandResult.failure(line, failure.code,
+                                                    f"{failure.text}; {note}")
+                return failure
+            delay = backoff.next_delay()
+            self.printer.notice(f"{' '.join(line.split())} failed: {failure.text}; trying "
+                                f"again in {delay:.1f} s ({attempt + 1} of {tries})"
+                                + (f"; {note}" if note else ""),
+                                event="upload_retry", attempt=attempt + 1, reason=failure.text)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reconnect_once(self) -> None:
+        """Connect and log in again, once. Raises ConnectFailed, ServerGone, ReplyTimeout;
+        a refused login raises _LoginRefused."""
+        server = await connect(self.config)
+        try:
+            await self._login(server)
+            assert self.peers is not None
+            await join_rendezvous(server, self.peers)
+        except BaseException:
+            await server.close()
+            raise
+        self.server = server
 
     async def _stay(self) -> int:
         """Stay logged in until SIGTERM; reconnect whenever the link drops. Returns

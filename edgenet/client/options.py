@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenet.config import option_default
-from edgenet.numbers import NumberError, parse_ascii_float
+from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 from edgenet.textfile import TextFileError, read_small_text
 from edgenet.wire.messages import MAX_PASSWORD
 
@@ -51,6 +51,9 @@ class HeadlessConfig:
     keep_going: bool = False
     #: Longest wait between reconnection attempts with --stay (seconds).
     reconnect_max: float = 30.0
+    #: Tries of a failed UED after the first (each resumes where the server holds the
+    #: file), with backoff between them.
+    upload_retries: int = 5
 
 
 def add_options(cli: argparse.ArgumentParser) -> None:
@@ -77,6 +80,11 @@ def add_options(cli: argparse.ArgumentParser) -> None:
     group.add_argument("--reconnect-max", default=longest, metavar="SECONDS",
                        help="longest wait between reconnection attempts with --stay "
                             f"(default {longest})")
+    retries = option_default(HeadlessConfig.upload_retries)
+    group.add_argument("--upload-retries", default=retries, metavar="N",
+                       help="try a UED that failed (link lost, server restarted) again up to "
+                            f"N times, reconnecting and resuming each time (default {retries}; "
+                            "0: no retry)")
 
 
 def read_password_file(path: Path) -> str:
@@ -158,6 +166,13 @@ def headless_config(args: argparse.Namespace, environ: Mapping[str, str] | None 
         raise HeadlessUsageError(
             f"Invalid --reconnect-max: {args.reconnect_max}. It must be a positive number"
         ) from None
+    text = str(getattr(args, "upload_retries", HeadlessConfig.upload_retries)).strip()
+    try:
+        upload_retries = parse_ascii_int(text, 0, 999, "--upload-retries")
+    except NumberError:
+        raise HeadlessUsageError(f"Invalid --upload-retries: {text[:40]}. It must be a whole "
+                                 "number from 0 to 999") from None
     return HeadlessConfig(name=name, password=password, commands=tuple(commands),
                           as_json=bool(args.json), stay=bool(args.stay),
-                          keep_going=bool(args.keep_going), reconnect_max=reconnect_max)
+                          keep_going=bool(args.keep_going), reconnect_max=reconnect_max,
+                          upload_retries=upload_retries)

@@ -9,14 +9,21 @@ from __future__ import annotations
 import structlog
 
 from edgenet.server.compute import DataError
-from edgenet.server.interfaces import BackendUnavailable, PendingUpload
+from edgenet.server.interfaces import (
+    BackendUnavailable,
+    ChecksumMismatch,
+    PendingUpload,
+    ResumeRefused,
+    ResumeRequest,
+    StoredFile,
+)
 from edgenet.server.state import ServerState
 from edgenet.wire import messages as m
 
 COMMAND_NAMES = {
     "Upload": "UED", "Compute": "SCS", "Delete": "DTE", "ListDevices": "AED",
     "Lookup": "UVF", "Login": "LOGIN", "Logout": "OUT", "Ping": "PING", "Pong": "PONG",
-    "Connect": "UVF", "UdpRegister": "UDP",
+    "Connect": "UVF", "UdpRegister": "UDP", "UploadOffset": "UED",
 }
 
 NOT_FOUND = "the file does not exist at the server side"
@@ -24,7 +31,8 @@ NOT_FOUND = "the file does not exist at the server side"
 log = structlog.get_logger("edgenet.server")
 
 
-def storage_error(state: ServerState, req: m.Upload | m.Compute | m.Delete, device: str,
+def storage_error(state: ServerState, req: m.Upload | m.Compute | m.Delete | m.UploadOffset,
+                  device: str,
                   doing: str, exc: OSError) -> m.ErrorReply:
     """A storage fault, as the reply to the one request it hit (the session goes on),
     one event for the operator, and a look at the storage now."""
@@ -35,19 +43,71 @@ def storage_error(state: ServerState, req: m.Upload | m.Compute | m.Delete, devi
     return m.ErrorReply(req.id, "storage_error", f"the server could not {doing}: {reason}")
 
 
+class RefusedUpload:
+    """The pending upload of a body that will not be stored (the store is unreachable, a
+    resume it cannot do): the body is drained and dropped, and the commit says why."""
+
+    def __init__(self, exc: BackendUnavailable | ResumeRefused) -> None:
+        self.exc = exc
+
+    def write(self, chunk: bytes) -> None:
+        return None
+
+    async def commit(self, now: float) -> StoredFile:
+        raise self.exc
+
+    def abort(self) -> None:
+        return None
+
+
+async def begin_upload(state: ServerState, device: str, req: m.Upload) -> PendingUpload:
+    """The pending upload of ``req``: checked and resumable when it carries a SHA-256
+    (version 3), else as version 1 had it."""
+    try:
+        if req.sha256 is None:
+            return await state.files.begin_upload(device, req.file_id)
+        total = req.offset + req.size
+        if total > state.config.max_upload:
+            raise ResumeRefused("frame_too_large", f"the file is {total} bytes; the server "
+                                f"takes at most {state.config.max_upload}")
+        return await state.files.begin_upload(device, req.file_id,
+                                              ResumeRequest(req.offset, req.sha256, total))
+    except (BackendUnavailable, ResumeRefused) as exc:
+        return RefusedUpload(exc)
+
+
+async def upload_offset(state: ServerState, device: str, req: m.UploadOffset
+                        ) -> m.UploadOffsetOk | m.ErrorReply:
+    if req.size > state.config.max_upload:
+        return m.ErrorReply(req.id, "frame_too_large", f"the file is {req.size} bytes; the "
+                            f"server takes at most {state.config.max_upload}")
+    try:
+        point = await state.files.resume_point(device, req.file_id, req.size, state.clock())
+    except ResumeRefused as exc:
+        log.info("resume_refused", device=device, file_id=req.file_id, reason=exc.message)
+        return m.ErrorReply(req.id, exc.code, exc.message)
+    except OSError as exc:
+        return storage_error(state, req, device, "look for a partial upload", exc)
+    return m.UploadOffsetOk(req.id, req.file_id, point.offset, point.sha256)
+
+
 async def finish_upload(state: ServerState, device: str, up: PendingUpload, req: m.Upload
                         ) -> m.UploadOk | m.ErrorReply:
     try:
         stored = await up.commit(state.clock())
     except DataError as exc:
         return m.ErrorReply(req.id, "bad_data", f"upload refused, nothing stored: {exc.message}")
+    except ChecksumMismatch as exc:
+        return m.ErrorReply(req.id, "bad_checksum", f"upload refused: {exc.message}")
+    except ResumeRefused as exc:
+        return m.ErrorReply(req.id, exc.code, f"upload refused, nothing stored: {exc.message}")
     except OSError as exc:
         up.abort()
         return storage_error(state, req, device, "store the file", exc)
     except BackendUnavailable as exc:
         up.abort()
         return m.ErrorReply(req.id, "service_unavailable", f"upload refused: {exc.message}")
-    return m.UploadOk(req.id, req.file_id, stored.samples, stored.size)
+    return m.UploadOk(req.id, req.file_id, stored.samples, stored.size, req.offset or None)
 
 
 async def compute(state: ServerState, device: str, req: m.Compute

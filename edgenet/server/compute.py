@@ -136,6 +136,19 @@ class SampleValidator:
             if len(line.rstrip(b"\r")) > MAX_LINE:
                 raise DataError(f"line {self._line + offset} is longer than {MAX_LINE} bytes")
 
+    def state(self) -> tuple[int, int, int, bytes]:
+        """What ``resume`` needs to carry on later: (bytes, samples, line, partial line)."""
+        return self.bytes, self.samples, self._line, self._tail
+
+    @classmethod
+    def resume(cls, nbytes: int, samples: int, line: int, tail: bytes) -> SampleValidator:
+        """A validator that has seen a prefix of a body (as ``state`` recorded it)."""
+        if len(tail) > MAX_LINE or b"\n" in tail:
+            raise ValueError("a partial line is at most MAX_LINE bytes, without a newline")
+        v = cls()
+        v.bytes, v.samples, v._line, v._tail = nbytes, samples, line, tail
+        return v
+
     def finish(self) -> int:
         if self._tail:
             if not _LAST.fullmatch(self._tail):

@@ -14,7 +14,7 @@ import time
 import structlog
 
 from edgenet.server import commands, peering
-from edgenet.server.interfaces import BackendUnavailable, PendingUpload, StoredFile
+from edgenet.server.interfaces import BackendUnavailable, PendingUpload
 from edgenet.server.login import judge_login
 from edgenet.server.session import (
     BadRequest,
@@ -46,23 +46,6 @@ SHUTDOWN_MESSAGE = "the server is shutting down"
 def unavailable_reply(request_id: int | None, exc: BackendUnavailable) -> m.ErrorReply:
     """A request that needs the fleet's shared state while it is unreachable."""
     return m.ErrorReply(request_id, "service_unavailable", exc.message)
-
-
-class _Refused:
-    """The pending upload of a body that cannot be stored (the store is unreachable):
-    the body is drained and dropped, and the commit says why."""
-
-    def __init__(self, exc: BackendUnavailable) -> None:
-        self.exc = exc
-
-    def write(self, chunk: bytes) -> None:
-        return None
-
-    async def commit(self, now: float) -> StoredFile:
-        raise self.exc
-
-    def abort(self) -> None:
-        return None
 
 
 class SlowReader(ConnectionError):
@@ -268,10 +251,11 @@ class DeviceConnection:
             return False
         assert self.name is not None  # the sans-I/O layer refuses commands before login
         if isinstance(req, m.Upload):
+            self.busy = True
             try:
-                pending = await self.state.files.begin_upload(self.name, req.file_id)
-            except BackendUnavailable as exc:
-                pending = _Refused(exc)
+                pending = await commands.begin_upload(self.state, self.name, req)
+            finally:
+                self.busy = False
             self._upload = (req, pending)
             self._started = time.perf_counter()
             if req.size == 0:
@@ -289,6 +273,8 @@ class DeviceConnection:
                 reply = await self.state.listing.reply(req.id, self.name)
             elif isinstance(req, m.Lookup):
                 reply = await commands.lookup(self.state, self.name, req)
+            elif isinstance(req, m.UploadOffset):
+                reply = await commands.upload_offset(self.state, self.name, req)
             elif isinstance(req, m.Connect):
                 reply = await peering.connect(self.state, self.name, req, time.monotonic())
             elif isinstance(req, m.UdpRegister):

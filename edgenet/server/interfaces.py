@@ -214,6 +214,49 @@ class PendingUpload(Protocol):
 
 LogName = Literal["uploads", "deletions"]
 
+#: The SHA-256 of nothing: the hash of the part of a file a store holds when it holds none.
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an upload of a file may carry on: the store holds its first ``offset``
+    bytes, whose SHA-256 is ``sha256`` (offset 0: start over)."""
+
+    offset: int = 0
+    sha256: str = EMPTY_SHA256
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """A checked upload (protocol version 3): the body is the file from ``offset`` on
+    (what ``resume_point`` answered, or 0); ``sha256`` is that of the whole file,
+    ``size`` bytes, checked before the commit."""
+
+    offset: int
+    sha256: str
+    size: int
+
+
+class ResumeRefused(Exception):
+    """A resume the store cannot do: ``code`` (``resume_budget``: no room to keep a
+    partial upload; ``resume_mismatch``: it does not hold what the request resumes
+    from) and one line for the device. Nothing was changed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ChecksumMismatch(Exception):
+    """The body received is not the file the device described (its SHA-256 differs):
+    nothing stored."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
 
 class FileStore(Protocol):
     """Every device's data files (``<device>-<fileID>``), and the upload and deletion logs.
@@ -222,8 +265,21 @@ class FileStore(Protocol):
     and changes nothing (``commit`` and ``delete`` included); ``check`` says whether
     the storage is usable and opens it again when it comes back."""
 
-    async def begin_upload(self, device: str, file_id: int) -> PendingUpload:
-        """Start receiving an upload (never raises for a storage fault: ``commit`` does)."""
+    async def begin_upload(self, device: str, file_id: int,
+                           resume: ResumeRequest | None = None) -> PendingUpload:
+        """Start receiving an upload (never raises for a storage fault: ``commit`` does).
+        With ``resume`` the body carries on from ``resume.offset`` (0: from the start),
+        a cut upload may be kept as a partial for ``resume_point``, and ``commit`` raises
+        ``ChecksumMismatch`` unless the whole file has ``resume.sha256``. Raises
+        ``ResumeRefused`` when the store does not hold the part the offset names."""
+        ...
+
+    async def resume_point(self, device: str, file_id: int, size: int, now: float
+                           ) -> ResumePoint:
+        """Where an upload of this file (now ``size`` bytes) may resume: the partial kept
+        of a cut upload, or offset 0. A store may keep none and always answer 0. Raises
+        ``ResumeRefused`` (``resume_budget``) when a partial of ``size`` bytes would not
+        be kept (the upload may still go ahead, from 0, unkept if cut)."""
         ...
 
     async def get(self, device: str, file_id: int) -> StoredFile | None: ...

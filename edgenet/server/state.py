@@ -35,6 +35,7 @@ from edgenet.server.listing import DeviceListing
 from edgenet.server.lockouts import LockoutTracker
 from edgenet.server.logs import DEVICE_LOG
 from edgenet.server.presence import ActiveDevices
+from edgenet.server.partials import ResumeLimits
 from edgenet.server.store import DataDirStore
 
 if TYPE_CHECKING:
@@ -170,9 +171,16 @@ class ServerState:
 
 async def open_embedded(config: ServerConfig, now: float) -> Backends:
     """The single node's state: presence and lockouts in memory, files in the data dir."""
-    files = await asyncio.to_thread(DataDirStore.open, config.data_dir, now)
+    limits = ResumeLimits(config.resume_hours, config.resume_budget, config.resume_total_budget)
+    files = await asyncio.to_thread(DataDirStore.open, config.data_dir, now, limits)
     if files.removed_temporaries:
         log.info("temporaries_removed", count=files.removed_temporaries)
+    swept = files.partial_sweep
+    if swept.kept or swept.expired or swept.removed:
+        log.info("partials_swept", kept=len(swept.kept), expired=swept.expired,
+                 removed=len(swept.removed))
+    for removed in swept.removed:
+        log.warning("partial_removed", **removed)
     for repair in files.repairs:
         log.warning("log_repaired", **repair)
     return Backends(presence=ActiveDevices(),

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import structlog
 
 from edgenet.server.compute import DataError, SampleValidator, Stats, stats_of_file
 from edgenet.server.datadir import Contents, folder_identity, read_data_dir
@@ -39,11 +41,24 @@ from edgenet.server.durable import (
     store_file,
     temporary_name,
 )
-from edgenet.server.interfaces import LogName, StorageStatus, StoredFile
+from edgenet.server.interfaces import (
+    LogName,
+    PendingUpload,
+    ResumePoint,
+    ResumeRefused,
+    ResumeRequest,
+    StorageStatus,
+    StoredFile,
+)
 from edgenet.server.logs import FileRecord
+from edgenet.server.partialdir import PartialArea, Sweep
+from edgenet.server.partialwork import PartialUploads
+from edgenet.server.partials import PartialLedger, ResumeLimits
 from edgenet.server.recovery import Key
 
 __all__ = ["TMP_PREFIX", "DataDirStore", "DataDirUpload"]
+
+log = structlog.get_logger("edgenet.server")
 
 #: Files smaller than this are scanned on the event loop; bigger ones in a thread.
 INLINE_SCAN_BYTES = 256 * 1024
@@ -134,19 +149,29 @@ class DataDirUpload:
         self._store.live_temporaries.discard(self.tmp.name)
 
 
-class DataDirStore:
+class DataDirStore(PartialUploads):
     """The data files of every device, and the upload and deletion logs.
 
     Made by ``open``; ``removed_temporaries`` and ``repairs`` say what opening it
     cleaned up."""
 
-    def __init__(self, data_dir: Path, contents: Contents) -> None:
+    def __init__(self, data_dir: Path, contents: Contents,
+                 limits: ResumeLimits | None = None, sweep: Sweep | None = None) -> None:
         self.data_dir = data_dir
         self._take(contents)
         #: Temporary files of uploads streaming now (opening the dir again keeps them).
         self.live_temporaries: set[str] = set()
         self._gate = DiskGate()
         self._missing = False
+        #: Partial uploads kept for a resume (see ``resumable``), and what the start-up
+        #: sweep of their area found.
+        self.partials = PartialLedger(limits or ResumeLimits())
+        self.partial_area = PartialArea(data_dir)
+        self.partial_sweep = sweep or Sweep()
+        self.partials.load(self.partial_sweep.kept)
+        #: The resumable upload of each file streaming now.
+        self.live_uploads: dict[Key, Any] = {}
+        self._tasks: dict[Key, set[asyncio.Task[None]]] = {}
 
     def _take(self, contents: Contents) -> None:
         self.uploads = contents.uploads
@@ -160,12 +185,16 @@ class DataDirStore:
         self.repairs = contents.repairs
 
     @classmethod
-    def open(cls, data_dir: Path, now: float) -> DataDirStore:
+    def open(cls, data_dir: Path, now: float, limits: ResumeLimits | None = None
+             ) -> DataDirStore:
         """Open the data dir (blocking: run it in a thread on a running loop): create it,
         remove temporary files, read the logs, index the files, reconcile (``now`` stamps
-        the deletion lines a reconcile adds)."""
+        the deletion lines a reconcile adds), and sweep the partial uploads (expired and
+        broken ones go)."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(data_dir, read_data_dir(data_dir, now))
+        limits = limits or ResumeLimits()
+        contents = read_data_dir(data_dir, now)
+        return cls(data_dir, contents, limits, PartialArea(data_dir).sweep(now, limits.seconds))
 
     def path_for(self, device: str, file_id: int) -> Path:
         return self.data_dir / f"{device}-{file_id}.txt"
@@ -182,6 +211,7 @@ class DataDirStore:
         return exc
 
     async def check(self, now: float) -> StorageStatus:
+        self.expire_partials(now)
         identity = folder_identity(self.data_dir)
         if identity is None:
             self._missing = True
@@ -203,8 +233,27 @@ class DataDirStore:
         return StorageStatus(reopened=True, removed_temporaries=contents.removed_temporaries,
                              repairs=tuple(contents.repairs))
 
-    async def begin_upload(self, device: str, file_id: int) -> DataDirUpload:
-        return DataDirUpload(self, device, file_id)
+    async def begin_upload(self, device: str, file_id: int,
+                           resume: ResumeRequest | None = None) -> PendingUpload:
+        if resume is None:
+            return DataDirUpload(self, device, file_id)
+        from edgenet.server.resumable import open_resumable
+
+        return await open_resumable(self, device, file_id, resume,
+                                    lambda: DataDirUpload(self, device, file_id))
+
+    async def resume_point(self, device: str, file_id: int, size: int, now: float
+                           ) -> ResumePoint:
+        self.usable()
+        key = (device, file_id)
+        await self.settle(key)
+        cp = self.partials.get(key)
+        if cp is not None and cp.offset <= size:
+            return ResumePoint(cp.offset, cp.sha256)
+        why = self.partials.refusal(key, size)
+        if why is not None:
+            raise ResumeRefused("resume_budget", why)
+        return ResumePoint()
 
     async def get(self, device: str, file_id: int) -> StoredFile | None:
         self.usable()

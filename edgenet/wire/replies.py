@@ -33,15 +33,17 @@ from edgenet.wire.requests import (
     Request,
     UdpRegister,
     Upload,
+    UploadOffset,
     candidate_list,
     int_field,
+    sha256_field,
     str_field,
 )
 
 __all__ = [
     "MAX_REPLY_TEXT", "Ack", "ComputeOk", "ConnectOk", "DeleteOk", "DeviceEntry", "ErrorReply",
     "HelloReply", "ListDevicesOk", "LoginOk", "LookupOk", "Notice", "OkReply", "PeerNotice",
-    "Reply", "UdpRegisterOk", "UploadOk", "parse_reply", "reply_to_fields",
+    "Reply", "UdpRegisterOk", "UploadOffsetOk", "UploadOk", "parse_reply", "reply_to_fields",
 ]
 
 # --- server -> device -------------------------------------------------------
@@ -122,12 +124,25 @@ class LoginOk(_Encoded):
 
 @dataclass(frozen=True)
 class UploadOk(_Encoded):
-    """Stored and logged; ``bytes`` is the file's size on the server."""
+    """Stored and logged; ``bytes`` is the file's size on the server; ``resumed_from``
+    (version 3, only when not 0): the offset the body carried on from."""
 
     id: int
     file_id: int
     samples: int
     bytes: int
+    resumed_from: int | None = None
+
+
+@dataclass(frozen=True)
+class UploadOffsetOk(_Encoded):
+    """Version 3: the server holds the first ``offset`` bytes of the file (SHA-256
+    ``sha256``); 0 and the empty hash: start from the beginning."""
+
+    id: int
+    file_id: int
+    offset: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -234,7 +249,7 @@ class PeerNotice(_Encoded):
 
 
 OkReply = (Ack | LoginOk | UploadOk | ComputeOk | DeleteOk | ListDevicesOk | LookupOk
-           | UdpRegisterOk | ConnectOk)
+           | UdpRegisterOk | ConnectOk | UploadOffsetOk)
 #: Everything the server sends; its heartbeat ``Ping`` has the request's shape.
 Reply = HelloReply | ErrorReply | Notice | OkReply | Ping | PeerNotice
 
@@ -300,6 +315,8 @@ _PEER_TOKEN, _UDP_TOKEN = _hex(16), _hex(32)
 _OK_FIELDS: Final[dict[type[Request], tuple[type[OkReply], tuple[tuple[str, _Check], ...]]]] = {
     Login: (LoginOk, (("session", _text(256)), ("name", _text(MAX_NAME)))),
     Upload: (UploadOk, (("file_id", _FILE_ID), ("samples", _COUNT), ("bytes", _COUNT))),
+    UploadOffset: (UploadOffsetOk, (("file_id", _FILE_ID), ("offset", _COUNT),
+                                    ("sha256", sha256_field))),
     Compute: (ComputeOk, (("file_id", _FILE_ID), ("op", _op), ("result", _text()))),
     Delete: (DeleteOk, (("file_id", _FILE_ID), ("samples", _COUNT))),
     ListDevices: (ListDevicesOk, (("devices", _entries),)),
@@ -330,7 +347,10 @@ def parse_reply(fields: dict[str, Any], request: Request | None = None) -> Reply
         if request is None or isinstance(request, (Hello, Pong)) or request.id != rid:
             raise MessageError("bad_message", f"ok reply {rid} answers no request sent", rid)
         cls, spec = _OK_FIELDS[type(request)]
-        return cls(rid, *(check(fields, key, rid) for key, check in spec))
+        ok = cls(rid, *(check(fields, key, rid) for key, check in spec))
+        if isinstance(ok, UploadOk) and "resumed_from" in fields:
+            ok = dataclasses.replace(ok, resumed_from=_COUNT(fields, "resumed_from", rid))
+        return ok
     if kind == "error":
         eid = None if fields.get("id") is None else int_field(fields, "id", 0, 2**53, None)
         count = _ranged(0, 2**53)

@@ -14,18 +14,21 @@ from typing import Any, Final
 
 __all__ = [
     "MAX_CANDIDATES", "MAX_FILE_ID", "MAX_NAME", "MAX_PASSWORD", "OPERATIONS", "PROTOCOL_VERSION",
-    "PROTOCOL_VERSIONS", "RENDEZVOUS_VERSION", "Candidate", "Compute", "Connect", "Delete",
+    "PROTOCOL_VERSIONS", "RENDEZVOUS_VERSION", "RESUME_VERSION", "Candidate", "Compute", "Connect", "Delete",
     "Hello", "ListDevices", "Login", "Logout", "Lookup", "MessageError", "Ping", "Pong",
-    "Request", "UdpRegister", "Upload", "candidate_list", "int_field", "parse_request",
-    "request_to_fields", "str_field",
+    "Request", "UdpRegister", "Upload", "UploadOffset", "candidate_list", "int_field", "parse_request",
+    "request_to_fields", "sha256_field", "str_field",
 ]
 
 #: The version a hello asks for when it lists no ``versions`` (what version 1 spoke).
 PROTOCOL_VERSION: Final = 1
 #: Every version this code speaks; a device lists them in ``hello.versions``.
-PROTOCOL_VERSIONS: Final = (1, 2)
+PROTOCOL_VERSIONS: Final = (1, 2, 3)
 #: The first version with the UDP rendezvous: ``udp_register``, ``connect``, ``peer``.
 RENDEZVOUS_VERSION: Final = 2
+#: The first version with resumable, checked uploads: ``upload_offset``, ``upload``'s
+#: ``offset`` and ``sha256``.
+RESUME_VERSION: Final = 3
 #: Candidate addresses in one message at most, and the kinds they come in.
 MAX_CANDIDATES: Final = 8
 CANDIDATE_KINDS: Final = ("reported", "local", "reflexive")
@@ -33,6 +36,8 @@ CANDIDATE_KINDS: Final = ("reported", "local", "reflexive")
 MAX_NAME: Final = 64
 MAX_PASSWORD: Final = 256
 MAX_FILE_ID: Final = 2**63 - 1
+#: Largest byte count or offset on the wire.
+MAX_SIZE: Final = 2**63 - 1
 OPERATIONS: Final = ("SUM", "AVERAGE", "MAX", "MIN")
 
 
@@ -81,6 +86,20 @@ class Login:
 
 @dataclass(frozen=True)
 class Upload:
+    """``size`` is the body's length. From version 3, with ``sha256`` (of the whole file,
+    64 hex digits): the body is the file from byte ``offset`` on, checked at the end."""
+
+    id: int
+    file_id: int
+    size: int
+    offset: int = 0
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadOffset:
+    """Version 3: where an upload of ``file_id`` (now ``size`` bytes) may resume."""
+
     id: int
     file_id: int
     size: int
@@ -144,7 +163,7 @@ class Logout:
 
 
 Request = (Hello | Login | Upload | Compute | Delete | ListDevices | Lookup | Ping | Pong
-           | Logout | UdpRegister | Connect)
+           | Logout | UdpRegister | Connect | UploadOffset)
 
 
 def int_field(fields: dict[str, Any], key: str, lo: int, hi: int, rid: int | None) -> int:
@@ -191,6 +210,15 @@ def candidate_list(fields: dict[str, Any], key: str, rid: int | None,
     return tuple(out)
 
 
+def sha256_field(fields: dict[str, Any], key: str, rid: int | None) -> str:
+    """``fields[key]``: a SHA-256 as 64 lower-case hex digits, or MessageError."""
+    value = fields.get(key)
+    if not isinstance(value, str) or len(value) != 64 or any(
+            c not in "0123456789abcdef" for c in value):
+        raise MessageError("bad_message", f"'{key}' must be 64 lower-case hex digits", rid)
+    return value
+
+
 def _versions(fields: dict[str, Any]) -> tuple[int, ...]:
     items = fields.get("versions", [])
     if not isinstance(items, list) or len(items) > 16 or not all(
@@ -221,7 +249,15 @@ def parse_request(fields: dict[str, Any], body: int = 0) -> Request:
         )
     if kind == "upload":
         file_id = int_field(fields, "file_id", 0, MAX_FILE_ID, rid)
-        return Upload(rid, file_id, body)
+        if "sha256" not in fields:
+            if fields.get("offset", 0) != 0:
+                raise MessageError("bad_message", "'offset' needs 'sha256'", rid)
+            return Upload(rid, file_id, body)
+        return Upload(rid, file_id, body, int_field(fields, "offset", 0, MAX_SIZE, rid)
+                      if "offset" in fields else 0, sha256_field(fields, "sha256", rid))
+    if kind == "upload_offset":
+        return UploadOffset(rid, int_field(fields, "file_id", 0, MAX_FILE_ID, rid),
+                            int_field(fields, "size", 0, MAX_SIZE, rid))
     if kind == "compute":
         op = str_field(fields, "op", 16, rid)
         if op not in OPERATIONS:
@@ -258,7 +294,13 @@ def request_to_fields(req: Request) -> dict[str, Any]:
         return {"type": "login", "id": req.id, "name": req.name, "password": req.password,
                 "udp_port": req.udp_port}
     if isinstance(req, Upload):
-        return {"type": "upload", "id": req.id, "file_id": req.file_id}
+        up: dict[str, Any] = {"type": "upload", "id": req.id, "file_id": req.file_id}
+        if req.sha256 is not None:
+            up.update(offset=req.offset, sha256=req.sha256)
+        return up
+    if isinstance(req, UploadOffset):
+        return {"type": "upload_offset", "id": req.id, "file_id": req.file_id,
+                "size": req.size}
     if isinstance(req, Compute):
         return {"type": "compute", "id": req.id, "file_id": req.file_id, "op": req.op}
     if isinstance(req, Delete):
