@@ -26,6 +26,7 @@ FULL = [
     ("nat", ["bench_nat.py", "--size-mb", "100", "--runs", "3"]),
     ("scale", ["bench_scale.py", "--devices", "100,1000,5000", "--seconds", "5", "--runs", "3"]),
     ("fleet", ["bench_fleet.py", "--devices", "100", "--seconds", "5", "--runs", "3"]),
+    ("resume", ["bench_resume.py", "--size-mb", "100", "--runs", "3"]),
 ]
 QUICK = [
     ("startup", ["bench_startup.py", "--runs", "2"]),
@@ -37,6 +38,7 @@ QUICK = [
     ("scale", ["bench_scale.py", "--devices", "100", "--seconds", "2", "--runs", "1"]),
     ("fleet", ["bench_fleet.py", "--devices", "30", "--seconds", "2", "--runs", "1",
                "--takeovers", "10"]),
+    ("resume", ["bench_resume.py", "--size-mb", "10", "--runs", "1"]),
 ]
 
 
@@ -44,7 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset: startup,upload,uvf,p2p,nat,scale,fleet")
+                    help="comma-separated subset: startup,upload,uvf,p2p,nat,scale,fleet,resume")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)

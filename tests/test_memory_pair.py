@@ -325,7 +325,7 @@ async def test_lockout_reaches_the_client_core_typed(edge_server: EdgeServer) ->
 
 async def test_a_version_the_server_does_not_speak(edge_server: EdgeServer) -> None:
     device = Device(edge_server)
-    events = await device.deliver(device.core.send(m.Hello(3, AGENT, (3, 4))))
+    events = await device.deliver(device.core.send(m.Hello(4, AGENT, (4, 5))))
     assert len(events) == 1 and isinstance(events[0], cp.ReplyReceived)
     refusal = events[0].reply
     assert isinstance(refusal, m.ErrorReply) and refusal.code == "unsupported_version"

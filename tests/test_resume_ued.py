@@ -146,7 +146,7 @@ async def test_a_server_killed_and_restarted_mid_upload_is_resumed(
         proc = await device(relay.port, src.parent, "--upload-retries", "8")
         await asyncio.wait_for(relay.held.wait(), 20)
         # Checkpoints come every 8 MiB: the 24 MiB one is on disk before the kill.
-        await until(lambda: any(c["offset"] >= 24 * 2**20 for c in checkpoints(data)))
+        await until(lambda: any(c["offset"] >= 24 * 2**20 for c in checkpoints(data)), 25)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(5)
         server.stop()

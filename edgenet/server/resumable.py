@@ -176,6 +176,9 @@ class ResumableUpload:
         finally:
             if self._pending is asyncio.current_task():
                 self._pending = None
+        if not then_close and not self._over and self._failed is None and \
+                self._validator.bytes - self._checkpointed >= CHECKPOINT_BYTES:
+            self._checkpoint()  # more came meanwhile: a body that stalls now is covered
         if then_close:
             self._close()
             if store.live_uploads.get(self.key) is self:
