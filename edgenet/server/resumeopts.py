@@ -9,12 +9,12 @@ import re
 from typing import Any
 
 from edgenet.config import ServerConfig, option_default
+from edgenet.numbers import NumberError, parse_ascii_float
 
 _SIZE = re.compile(r"([0-9]{1,19})(?:\.([0-9]{1,6}))? ?([A-Za-z]{0,3})")
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 2**20, "mib": 2**20, "g": 2**30,
           "gib": 2**30, "t": 2**40, "tib": 2**40, "kb": 1000, "mb": 10**6, "gb": 10**9,
           "tb": 10**12}
-_HOURS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")
 
 
 class ResumeOptionError(ValueError):
@@ -53,10 +53,12 @@ def add_options(srv: argparse.ArgumentParser) -> None:
 def config_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ServerConfig`` fields of these options. Raises ResumeOptionError."""
     hours_text = str(args.resume_hours).strip()
-    if not (hours_text.isascii() and _HOURS.fullmatch(hours_text)):
+    try:
+        hours = parse_ascii_float(hours_text, 0.0, 10_000.0, "--resume-hours")
+    except NumberError:
         raise ResumeOptionError(f"Invalid --resume-hours: {hours_text[:40]}. It must be a "
-                                "number of hours, 0 or more")
-    return {"resume_hours": float(hours_text),
+                                "number of hours from 0 to 10000") from None
+    return {"resume_hours": hours,
             "resume_budget": parse_size(str(args.resume_budget), "--resume-budget"),
             "resume_total_budget": parse_size(str(args.resume_total_budget),
                                               "--resume-total-budget")}
