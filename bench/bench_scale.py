@@ -1,118 +1,380 @@
-"""Devices at scale: N devices logged in at once over loopback, each looping on AED
-and SCS, against the real server (the zipapp) and against a bare asyncio server
-that only decodes and answers frames (the ceiling), in the same run.
+"""Devices at scale, against the real server (the zipapp) and baselines measured in
+the same run: a bare asyncio server that only decodes and answers frames (the
+ceiling), Mosquitto (when installed: the same connections, MQTT CONNECT/CONNACK),
+and optionally a previous zipapp (``--baseline-pyz``: before/after, alternating).
 
-    python bench/bench_scale.py [--devices 100,1000,5000] [--seconds 5] [--runs 3]
+Three parts, each repeated ``--runs`` times, the servers taken in turn:
+
+* ``--idle N,...``: N devices log in (hello + login, BATCH connections at once) and
+  stay idle for ``--hold`` s: logins/s, server RSS over idle (KiB a connection).
+* ``--slow N``: N slow readers (8 KiB receive buffers) loop on AED and SCS for
+  ``--seconds``: server RSS sampled every 0.5 s (its peak and growth over the run).
+* ``--devices N,...``: N devices loop on AED and SCS, closed loop (commands/s against
+  the bare server's), then paced at ``--pace`` of the bare server's ceiling (p50/p99).
+
+    python bench/bench_scale.py [--idle 1000,5000] [--slow 0] [--devices 1000]
+        [--seconds 5] [--runs 3] [--procs 2] [--baseline-pyz OLD.pyz]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from common import Server, cpu_seconds, median, rss_kib, save
+from common import PYZ, Server, cpu_seconds, median, percentile, rss_kib, save
 
 HERE = Path(__file__).resolve().parent
+#: A server past this RSS is stopped (the run reports "over the cap").
+RSS_CAP_MIB = 6144
+#: Connections opened at once (over all load-generator processes).
+BATCH = 250
 
 
-def loadgen(port: int, devices: int, seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    p = subprocess.run([sys.executable, str(HERE / "loadgen.py"), str(port), str(devices),
-                        str(seconds), "--rate", str(rate)], capture_output=True, text=True,
-                       timeout=seconds + 300, check=False)
-    if p.returncode != 0:
-        raise RuntimeError(f"loadgen failed: {p.stderr[-2000:]}")
-    return json.loads(p.stdout)
+class Swarm:
+    """Load-generator processes (bench/loadgen.py or bench/mqtt_probe.py) sharing N
+    devices: started together, each says READY once its devices are in."""
+
+    def __init__(self, argv: Callable[[int, int, int], list[str]], n: int, procs: int) -> None:
+        procs = max(1, min(procs, n))
+        share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        firsts = [sum(share[:i]) for i in range(procs)]
+        # BATCH connections at once in all: each process opens its share of them.
+        batch = max(1, BATCH // procs)
+        self.procs = [subprocess.Popen([sys.executable, *argv(first, count, batch)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                      for first, count in zip(firsts, share)]
+        self.n = n
+        self.ready: list[dict[str, Any]] = []
+
+    def wait_ready(self, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            assert p.stdout is not None
+            while time.monotonic() < deadline:
+                line = p.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"load generator {p.pid} ended before READY")
+                if line.startswith("READY "):
+                    self.ready.append(json.loads(line[6:]))
+                    break
+        start = min(r["login_start"] for r in self.ready)
+        end = max(r["login_end"] for r in self.ready)
+        failed = sum(r["login_failed"] for r in self.ready)
+        return {"logins_per_s": (self.n - failed) / (end - start), "login_seconds": end - start,
+                "login_failed": failed, "loadgen_login_cpu_share":
+                    sum(r["login_cpu_s"] for r in self.ready) / (end - start),
+                "login_start": start, "login_end": end}
+
+    def finish(self, word: str, timeout: float = 600) -> list[dict[str, Any]]:
+        out = []
+        for p in self.procs:
+            assert p.stdin is not None and p.stdout is not None
+            try:
+                p.stdin.write(word + "\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                pass
+        for p in self.procs:
+            assert p.stdout is not None
+            text, _ = p.communicate(timeout=timeout)
+            lines = [x for x in text.splitlines() if x.startswith("{")]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"load generator {p.pid} failed (exit {p.returncode})")
+            result = json.loads(lines[-1])
+            if "out" in result:
+                path = Path(result["out"])
+                result = json.loads(path.read_text())
+                path.unlink()
+            out.append(result)
+        return out
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
 
 
-def run_edgenet(devices: int, seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="edgenet-bench-") as tmp:
-        server = Server(Path(tmp), devices)
+def loadgen_argv(port: int, seconds: float, total: int, *, loop: bool, rate: float = 0.0,
+                 slow: bool = False) -> Callable[[int, int, int], list[str]]:
+    def argv(first: int, count: int, batch: int) -> list[str]:
+        out = Path(tempfile.gettempdir()) / f"edgenet-loadgen-{port}-{first}.json"
+        return [str(HERE / "loadgen.py"), str(port), str(count), str(seconds), "--first",
+                str(first), "--total", str(total), "--rate", str(rate), "--sync",
+                "--batch", str(batch), "--out", str(out),
+                *(["--slow"] if slow else []), *([] if loop else ["--no-loop"])]
+    return argv
+
+
+class Mosquitto:
+    """A Mosquitto broker of its own on a free loopback port, minimal configuration."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        "max_connections -1\npersistence false\nlog_type error\n")
+        self.proc = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(conf)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            idle_rss = rss_kib(server.proc.pid)
-            cpu0 = cpu_seconds(server.proc.pid)
-            t0 = time.perf_counter()
-            result = loadgen(server.port, devices, seconds, rate)
-            wall = time.perf_counter() - t0
-            result["server_cpu_share"] = (cpu_seconds(server.proc.pid) - cpu0) / wall
-            result["server_rss_mib"] = rss_kib(server.proc.pid) / 1024
-            result["server_peak_rss_mib"] = rss_kib(server.proc.pid, "VmHWM") / 1024
-            result["server_idle_rss_mib"] = idle_rss / 1024
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).exists()), None)
+
+
+class RssWatch:
+    """Samples a process's RSS every 0.5 s; stops the process past the cap."""
+
+    def __init__(self, pid: int, stop: Callable[[], None]) -> None:
+        self.pid, self._stop_proc = pid, stop
+        self.samples: list[tuple[float, float]] = []
+        self.over_cap = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            try:
+                mib = rss_kib(self.pid) / 1024
+            except OSError:
+                return
+            self.samples.append((time.monotonic(), mib))
+            if mib > RSS_CAP_MIB:
+                self.over_cap = True
+                self._stop_proc()
+                return
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._done.set()
+        self._thread.join(5)
+        return self.samples
+
+
+def server_for(kind: str, tmp: Path, n: int, pyz: dict[str, Path]) -> tuple[Any, int, int]:
+    """(handle, port, pid) of a server of ``kind``: a tree's zipapp, or mosquitto."""
+    if kind == "mosquitto":
+        mq = Mosquitto(tmp)
+        return mq, mq.port, mq.proc.pid
+    srv = Server(tmp / kind, n, extra=["--max-connections", str(n + 500)], pyz=pyz[kind])
+    return srv, srv.port, srv.proc.pid
+
+
+def run_idle(kind: str, n: int, hold: float, procs: int, pyz: dict[str, Path]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgenet-bench-") as tmp:
+        handle, port, pid = server_for(kind, Path(tmp), n, pyz)
+        swarm = None
+        try:
+            time.sleep(0.5)
+            idle = rss_kib(pid)
+            cpu0 = cpu_seconds(pid)
+            if kind == "mosquitto":
+                def argv(first: int, count: int, batch: int) -> list[str]:
+                    return [str(HERE / "mqtt_probe.py"), str(port), str(count), "--first",
+                            str(first), "--batch", str(batch)]
+                swarm = Swarm(argv, n, procs)
+            else:
+                swarm = Swarm(loadgen_argv(port, 0, n, loop=False), n, procs)
+            r = swarm.wait_ready()
+            r["server_login_cpu_share"] = (cpu_seconds(pid) - cpu0) / r["login_seconds"]
+            time.sleep(hold)
+            held = rss_kib(pid)
+            swarm.finish("quit")
+            swarm = None
         finally:
-            server.stop()
-    return result
+            if swarm is not None:
+                swarm.kill()
+            handle.stop()
+    r.update(kind=kind, devices=n, idle_rss_mib=idle / 1024, held_rss_mib=held / 1024,
+             growth_mib=(held - idle) / 1024, kib_per_connection=(held - idle) / n)
+    return r
 
 
-def run_bare(devices: int, seconds: float, same_replies: bool) -> dict[str, Any]:
-    extra = ["--devices", str(devices)] if same_replies else []
-    proc = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), *extra],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        return loadgen(port, devices, seconds)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path], *,
+             rate: float = 0.0, slow: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgenet-bench-") as tmp:
+        bare = None
+        handle = None
+        if kind == "bare":
+            bare = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), "--devices",
+                                     str(n)], stdout=subprocess.PIPE, text=True)
+            assert bare.stdout is not None
+            port, pid = int(bare.stdout.readline()), bare.pid
+        else:
+            handle, port, pid = server_for(kind, Path(tmp), n, pyz)
+        swarm = None
+        try:
+            idle = rss_kib(pid)
+            swarm = Swarm(loadgen_argv(port, seconds, n, loop=True, rate=rate, slow=slow), n, procs)
+            login = swarm.wait_ready()
+            logged_in = rss_kib(pid)
+            stop: Callable[[], None] = bare.kill if bare is not None else handle.proc.kill
+            watch = RssWatch(pid, stop)
+            cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+            results = swarm.finish("go", timeout=seconds + 600)
+            swarm = None
+            wall = time.perf_counter() - wall0
+            samples = watch.stop()
+            cpu = (cpu_seconds(pid) - cpu0) / wall if not watch.over_cap else float("nan")
+        finally:
+            if swarm is not None:
+                swarm.kill()
+            if bare is not None:
+                bare.terminate()
+                bare.wait(10)
+            if handle is not None:
+                handle.stop()
+    lat = sorted(x for r in results for x in r["latencies"])
+    window = median([r["rate_window"] for r in results])
+    mibs = [m for _, m in samples]
+    half = len(mibs) // 2
+    return {
+        "kind": kind, "devices": n, "rate": rate or None, "slow": slow,
+        "commands_per_s": len(lat) / window if window > 0 else 0.0,
+        "p50_ms": percentile(lat, 0.50) * 1000, "p99_ms": percentile(lat, 0.99) * 1000,
+        "errors": sum(r["errors"] for r in results), "logins_per_s": login["logins_per_s"],
+        "server_cpu_share": cpu,
+        "loadgen_cpu_share": sum(r["loadgen_cpu_s"] for r in results) / wall,
+        "idle_rss_mib": idle / 1024, "logged_in_rss_mib": logged_in / 1024,
+        "peak_rss_mib": max(mibs, default=logged_in / 1024),
+        "first_half_peak_mib": max(mibs[:half], default=float("nan")),
+        "second_half_peak_mib": max(mibs[half:], default=float("nan")),
+        "over_cap": watch.over_cap, "rss_samples_mib": mibs,
+    }
+
+
+def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: median([r[k] for r in rows]) for k in keys} | {"runs": len(rows), "raw": list(rows)}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--devices", default="100,1000,5000")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--idle", default="1000,5000", help="device counts of the idle/login part")
+    ap.add_argument("--slow", type=int, default=0, help="slow readers looping (0: skip)")
+    ap.add_argument("--devices", default="1000", help="device counts of the command part")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--hold", type=float, default=3.0, help="idle hold before reading RSS")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rate", type=float, default=5000.0,
-                    help="offered commands/s of the latency run (default 5000)")
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--pace", type=float, default=0.5,
+                    help="paced rate as a share of the bare server's closed-loop ceiling")
+    ap.add_argument("--baseline-pyz", type=Path, help="a previous zipapp, run alternately")
+    ap.add_argument("--no-mosquitto", action="store_true")
     args = ap.parse_args()
-    rows = []
-    for n in (int(x) for x in args.devices.split(",")):
-        ours, bare, bare_min, paced = [], [], [], []
-        for _ in range(args.runs):
-            # Interleaved, so all see the same noise on a shared machine.
-            ours.append(run_edgenet(n, args.seconds))
-            bare.append(run_bare(n, args.seconds, same_replies=True))
-            bare_min.append(run_bare(n, args.seconds, same_replies=False))
-            paced.append(run_edgenet(n, args.seconds, args.rate))
-        row = {
-            "devices": n,
-            "commands_per_s": median([r["commands_per_s"] for r in ours]),
-            "p50_ms": median([r["p50_ms"] for r in ours]),
-            "p99_ms": median([r["p99_ms"] for r in ours]),
-            "logins_per_s": median([r["logins_per_s"] for r in ours]),
-            "server_rss_mib": median([r["server_rss_mib"] for r in ours]),
-            "server_peak_rss_mib": median([r["server_peak_rss_mib"] for r in ours]),
-            "server_cpu_share": median([r["server_cpu_share"] for r in ours]),
-            "loadgen_cpu_share": median([r["loadgen_cpu_share"] for r in ours]),
-            "errors": sum(r["errors"] for r in ours) + sum(r["errors"] for r in paced),
-            "paced_offered_per_s": args.rate,
-            "paced_commands_per_s": median([r["commands_per_s"] for r in paced]),
-            "paced_p50_ms": median([r["p50_ms"] for r in paced]),
-            "paced_p99_ms": median([r["p99_ms"] for r in paced]),
-            "paced_server_rss_mib": median([r["server_rss_mib"] for r in paced]),
-            "bare_commands_per_s": median([r["commands_per_s"] for r in bare]),
-            "bare_minimal_commands_per_s": median([r["commands_per_s"] for r in bare_min]),
-            "bare_p99_ms": median([r["p99_ms"] for r in bare]),
-            "bare_loadgen_cpu_share": median([r["loadgen_cpu_share"] for r in bare]),
-            "runs": args.runs, "seconds": args.seconds,
-            "raw": {"edgenet": ours, "bare": bare, "bare_minimal": bare_min, "paced": paced},
-        }
-        row["ratio_to_bare"] = row["commands_per_s"] / row["bare_commands_per_s"]
-        row["ratio_to_bare_minimal"] = row["commands_per_s"] / row["bare_minimal_commands_per_s"]
-        rows.append(row)
-        print(f"{n:>5} devices: {row['commands_per_s']:8.0f} cmd/s  p50 {row['p50_ms']:6.2f} ms  "
-              f"p99 {row['p99_ms']:6.2f} ms  logins {row['logins_per_s']:6.0f}/s  "
-              f"RSS {row['server_rss_mib']:6.1f} MiB  bare {row['bare_commands_per_s']:8.0f} cmd/s "
-              f" ratio {row['ratio_to_bare']:.2f} (minimal-reply bare "
-              f"{row['bare_minimal_commands_per_s']:.0f}, ratio {row['ratio_to_bare_minimal']:.2f})"
-              f"  loadgen CPU {row['loadgen_cpu_share']:.2f}  | "
-              f"paced {row['paced_commands_per_s']:.0f}/{args.rate:.0f} cmd/s p50 "
-              f"{row['paced_p50_ms']:.2f} ms p99 {row['paced_p99_ms']:.2f} ms", flush=True)
-    save("scale", {"rows": rows})
+    pyz = {"edgenet": PYZ}
+    if args.baseline_pyz:
+        pyz["before"] = args.baseline_pyz.resolve()
+    trees = list(pyz)
+    has_mq = mosquitto_path() is not None and not args.no_mosquitto
+    out: dict[str, Any] = {"mosquitto": "installed" if has_mq else "not installed",
+                           "trees": {k: str(v) for k, v in pyz.items()}, "idle": [], "slow": [],
+                           "commands": []}
+    if not has_mq:
+        print("mosquitto: not installed (the ratios to it are left out)", flush=True)
+    for n in (int(x) for x in args.idle.split(",") if x):
+        per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "mosquitto"]}
+        for run in range(args.runs):
+            kinds = trees + (["mosquitto"] if has_mq else [])
+            for kind in kinds[run % len(kinds):] + kinds[:run % len(kinds)]:
+                per[kind].append(run_idle(kind, n, args.hold, args.procs, pyz))
+        row: dict[str, Any] = {"devices": n}
+        for kind, rows in per.items():
+            if rows:
+                row[kind] = summarize(rows, ["logins_per_s", "kib_per_connection", "growth_mib",
+                                             "idle_rss_mib", "held_rss_mib",
+                                             "server_login_cpu_share", "loadgen_login_cpu_share"])
+        if "mosquitto" in row:
+            for kind in trees:
+                row[kind]["logins_ratio_to_mosquitto"] = (row[kind]["logins_per_s"]
+                                                          / row["mosquitto"]["logins_per_s"])
+                row[kind]["memory_ratio_to_mosquitto"] = (
+                    row[kind]["kib_per_connection"]
+                    / max(row["mosquitto"]["kib_per_connection"], 1e-9))
+        out["idle"].append(row)
+        print(f"idle {n:>6}: " + "  |  ".join(
+            f"{k}: {row[k]['logins_per_s']:7.0f} logins/s, +{row[k]['growth_mib']:6.1f} MiB "
+            f"({row[k]['kib_per_connection']:.2f} KiB/conn), failed "
+            f"{sum(r['login_failed'] for r in row[k]['raw'])}, CPU server "
+            f"{row[k]['server_login_cpu_share']:.2f} / loadgen {row[k]['loadgen_login_cpu_share']:.2f}"
+            for k in per if k in row), flush=True)
+    if args.slow:
+        per = {k: [] for k in trees}
+        for run in range(args.runs):
+            for kind in trees[run % len(trees):] + trees[:run % len(trees)]:
+                per[kind].append(run_loop(kind, args.slow, args.seconds, args.procs, pyz, slow=True))
+        row = {"devices": args.slow, "seconds": args.seconds}
+        for kind, rows in per.items():
+            row[kind] = summarize(rows, ["peak_rss_mib", "logged_in_rss_mib", "idle_rss_mib",
+                                         "first_half_peak_mib", "second_half_peak_mib",
+                                         "commands_per_s", "errors", "server_cpu_share",
+                                         "loadgen_cpu_share"])
+            row[kind]["over_cap_runs"] = sum(1 for r in rows if r["over_cap"])
+        out["slow"].append(row)
+        print(f"slow {args.slow:>6}: " + "  |  ".join(
+            f"{k}: peak {row[k]['peak_rss_mib']:7.1f} MiB (logged in "
+            f"{row[k]['logged_in_rss_mib']:.1f}, halves {row[k]['first_half_peak_mib']:.1f} / "
+            f"{row[k]['second_half_peak_mib']:.1f}), {row[k]['commands_per_s']:.0f} cmd/s, "
+            f"over cap {row[k]['over_cap_runs']}" for k in per), flush=True)
+    for n in (int(x) for x in args.devices.split(",") if x):
+        closed: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "bare"]}
+        paced: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+        for run in range(args.runs):
+            kinds = [*trees, "bare"]
+            for kind in kinds[run % len(kinds):] + kinds[:run % len(kinds)]:
+                closed[kind].append(run_loop(kind, n, args.seconds, args.procs, pyz))
+            ceiling = closed["bare"][-1]["commands_per_s"]
+            for kind in trees[run % len(trees):] + trees[:run % len(trees)]:
+                paced[kind].append(run_loop(kind, n, args.seconds, args.procs, pyz,
+                                            rate=args.pace * ceiling))
+        keys = ["commands_per_s", "p50_ms", "p99_ms", "server_cpu_share", "loadgen_cpu_share",
+                "peak_rss_mib", "errors"]
+        row = {"devices": n, "pace": args.pace}
+        row["closed"] = {k: summarize(v, keys) for k, v in closed.items()}
+        row["paced"] = {k: summarize(v, keys) for k, v in paced.items()}
+        for kind in trees:
+            row["closed"][kind]["ratio_to_bare"] = (row["closed"][kind]["commands_per_s"]
+                                                    / row["closed"]["bare"]["commands_per_s"])
+        out["commands"].append(row)
+        print(f"commands {n:>5}: bare {row['closed']['bare']['commands_per_s']:.0f} cmd/s  |  "
+              + "  |  ".join(
+                  f"{k}: {row['closed'][k]['commands_per_s']:.0f} cmd/s "
+                  f"({row['closed'][k]['ratio_to_bare']:.2f} of bare), paced "
+                  f"{row['paced'][k]['commands_per_s']:.0f} cmd/s p50 "
+                  f"{row['paced'][k]['p50_ms']:.2f} p99 {row['paced'][k]['p99_ms']:.2f} ms, CPU "
+                  f"server {row['closed'][k]['server_cpu_share']:.2f} / loadgen "
+                  f"{row['closed'][k]['loadgen_cpu_share']:.2f}" for k in trees), flush=True)
+    save("scale", out)
     return 0
 
 

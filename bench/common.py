@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,10 +47,17 @@ def write_credentials(path: Path, n: int) -> None:
     path.write_text("".join(f"dev{i} pw{i}\n" for i in range(n)))
 
 
+def _raise_nofile() -> None:
+    """The server's soft open-file limit at the hard limit (one descriptor a device)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Server:
     """The real edgenet server from the built zipapp, JSON logs to a file."""
 
-    def __init__(self, workdir: Path, devices: int, extra: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, devices: int, extra: Sequence[str] = (),
+                 pyz: Path = PYZ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.creds = workdir / "credentials.txt"
         write_credentials(self.creds, devices)
@@ -57,10 +65,11 @@ class Server:
         self.log_path = workdir / "server.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(PYZ), "server", "0", "5", "--host", "127.0.0.1",
+            [sys.executable, str(pyz), "server", "0", "5", "--host", "127.0.0.1",
              "--credentials", str(self.creds), "--data-dir", str(self.data),
              "--log-format", "json", "--no-admin", *extra],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+            preexec_fn=_raise_nofile)
         self.port = 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.port:

@@ -1,9 +1,19 @@
-"""Load generator (its own process): N devices log in at once and loop on AED and
-SCS (on a small file each uploaded first) for a fixed time. Prints one JSON
-object: logins/s, commands, latencies, and its own CPU time.
+"""Load generator (its own process): devices log in and then loop on AED and SCS
+(on a small file each uploaded first) for a fixed time, reading their replies as
+the real client does: in bounded pieces (64 KiB reads into one buffer of the
+process), never holding more of a reply than its first bytes; it answers the
+server's pings. ``--slow`` makes every device a slow reader (an 8 KiB receive
+buffer and a pause after each read, a slow cellular link).
 
-    python bench/loadgen.py PORT DEVICES SECONDS [--first N]
-"""
+    python bench/loadgen.py PORT DEVICES SECONDS [--first N] [--rate R] [--slow]
+           [--no-loop] [--sync]
+
+It prints ``READY {json}`` once its devices are logged in (login timings in Unix
+time, so that several processes can be added up), and with ``--sync`` waits for a
+line on stdin (``go``, or ``quit`` to end without the loop) before looping. The last
+line is one JSON object: commands, latencies, errors, and its own CPU time.
+Raises its own open-file limit to the hard limit (a process holds one descriptor
+per device)."""
 
 from __future__ import annotations
 
@@ -13,11 +23,25 @@ import json
 import os
 import random
 import resource
+import socket
 import struct
+import sys
 import time
+from pathlib import Path
 
 _LEN = struct.Struct(">I")
+NO_LINGER = struct.pack("ii", 1, 0)
 SMALL_FILE = b"".join(b"%d\n" % (i * 37 % 1000) for i in range(100))
+#: One read of a device's socket (the real client reads 64 KiB at a time).
+READ_SIZE = 64 * 1024
+#: Bytes of a frame kept to look at (type, error); frames up to this size are kept whole.
+KEEP = 4096
+SLOW_RCVBUF = 8 * 1024
+SLOW_PAUSE = 0.050
+#: One buffer for every socket's reads: ``buffer_updated`` runs right after the read
+#: that filled it, so the devices of a process never share it at the same time.
+_SHARED = bytearray(READ_SIZE)
+_VIEW = memoryview(_SHARED)
 
 
 def frame(fields: dict[str, object], body: bytes = b"") -> bytes:
@@ -27,43 +51,149 @@ def frame(fields: dict[str, object], body: bytes = b"") -> bytes:
     return _LEN.pack(len(raw)) + raw + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    (n,) = _LEN.unpack(await reader.readexactly(4))
-    return await reader.readexactly(n)
+class DeviceProtocol(asyncio.BufferedProtocol):
+    """Splits the stream into frames without keeping more than ``KEEP`` bytes of one;
+    answers pings; hands every other frame's first bytes to the waiting request."""
+
+    def __init__(self, slow: bool) -> None:
+        self.slow = slow
+        self.transport: asyncio.Transport | None = None
+        self._len = bytearray()
+        self._left = 0
+        self._kept = bytearray()
+        self._frames: list[bytes] = []
+        self._waiter: asyncio.Future[bytes] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pings = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = _VIEW[:nbytes]
+        pos = 0
+        while pos < nbytes:
+            if not self._left:
+                take = min(4 - len(self._len), nbytes - pos)
+                self._len += data[pos:pos + take]
+                pos += take
+                if len(self._len) == 4:
+                    (self._left,) = _LEN.unpack(self._len)
+                    self._len.clear()
+                    if not self._left:
+                        self._done()
+                continue
+            take = min(self._left, nbytes - pos)
+            room = KEEP - len(self._kept)
+            if room > 0:
+                self._kept += data[pos:pos + min(take, room)]
+            self._left -= take
+            pos += take
+            if not self._left:
+                self._done()
+        if self.slow and self.transport is not None:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(SLOW_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _done(self) -> None:
+        head = bytes(self._kept)
+        self._kept.clear()
+        if head.startswith(b'{"type":"ping"'):
+            self.pings += 1
+            rid = json.loads(head)["id"]
+            assert self.transport is not None
+            self.transport.write(frame({"type": "pong", "id": rid}))
+            return
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(head)
+            self._waiter = None
+        else:
+            self._frames.append(head)
+
+    def next_frame(self) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if self._frames:
+            fut.set_result(self._frames.pop(0))
+        elif self.closed.done():
+            fut.set_exception(ConnectionError("closed by the server"))
+        else:
+            self._waiter = fut
+        return fut
+
+    def expire(self) -> None:
+        """The run is over: a reply still coming is given up (a slow reader's AED at
+        20,000 devices takes longer than a run)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(TimeoutError("the run is over"))
+            self._waiter = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError("closed by the server"))
 
 
 class Device:
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, slow: bool) -> None:
         self.index = index
+        self.slow = slow
         self.latencies: list[float] = []
         #: Send time of each command (to count only the steady state of a paced run).
         self.sent_at: list[float] = []
         self.errors = 0
+        #: Commands whose reply had not come when the run ended.
+        self.unfinished = 0
+        self.proto: DeviceProtocol | None = None
 
     async def connect_and_login(self, port: int) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
-        self.writer.write(frame({"type": "hello", "version": 1}))
-        await read_frame(self.reader)
-        self.writer.write(frame({"type": "login", "id": 1, "name": f"dev{self.index}",
-                                 "password": f"pw{self.index}", "udp_port": 20000 + self.index}))
-        reply = json.loads(await read_frame(self.reader))
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Closed with a reset: no TIME_WAIT left on the loopback's ephemeral ports, which
+        # would slow the next run's connects (every run opens up to 20,000).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
+        if self.slow:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        slow = self.slow
+        _, self.proto = await loop.create_connection(lambda: DeviceProtocol(slow), sock=sock)
+        assert self.proto.transport is not None
+        self.proto.transport.write(frame({"type": "hello", "version": 1}))
+        await self.proto.next_frame()
+        self.proto.transport.write(frame({"type": "login", "id": 1, "name": f"dev{self.index}",
+                                          "password": f"pw{self.index}",
+                                          "udp_port": 20000 + self.index % 40000}))
+        reply = json.loads(await self.proto.next_frame())
         if reply.get("type") != "ok":
             raise RuntimeError(f"login failed: {reply}")
-        self.writer.write(frame({"type": "upload", "id": 2, "file_id": 1}, SMALL_FILE))
-        await read_frame(self.reader)
 
-    async def loop(self, until: float, start_gate: asyncio.Event, interval: float) -> None:
+    async def upload(self) -> None:
+        assert self.proto is not None and self.proto.transport is not None
+        self.proto.transport.write(frame({"type": "upload", "id": 2, "file_id": 1}, SMALL_FILE))
+        await self.proto.next_frame()
+
+    async def loop(self, until: float, interval: float) -> None:
         """Closed loop when ``interval`` is 0; else one command every ``interval`` s
         (a device's own pace), starting at a random phase."""
-        await start_gate.wait()
+        assert self.proto is not None and self.proto.transport is not None
         rid = 2
         next_at = time.perf_counter() + random.random() * interval
         requests = (
             frame({"type": "list_devices", "id": 0}),
             frame({"type": "compute", "id": 0, "file_id": 1, "op": "SUM"}),
         )
-        # Every request of this loop is answered by exactly one frame (the server
-        # only pings idle devices), so the load generator need not decode JSON.
         while time.perf_counter() < until:
             if interval:
                 delay = next_at - time.perf_counter()
@@ -74,66 +204,103 @@ class Device:
                     break
             rid += 1
             t0 = time.perf_counter()
-            self.writer.write(requests[rid % 2])
-            raw = await read_frame(self.reader)
+            self.proto.transport.write(requests[rid % 2])
+            try:
+                head = await self.proto.next_frame()
+            except TimeoutError:
+                self.unfinished += 1
+                return
+            except ConnectionError:
+                self.errors += 1
+                return
             self.latencies.append(time.perf_counter() - t0)
             self.sent_at.append(t0)
-            if raw[:16].find(b'"error"') >= 0:
+            if head[:16].find(b'"error"') >= 0:
                 self.errors += 1
 
-    async def close(self) -> None:
-        self.writer.close()
+    def close(self) -> None:
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.close()
 
 
-async def main(port: int, n: int, seconds: float, batch: int, rate: float) -> dict[str, object]:
+async def _read_line() -> str:
+    return (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
+
+
+async def main(a: argparse.Namespace) -> dict[str, object]:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    devices = [Device(i) for i in range(n)]
-    t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        await asyncio.gather(*(d.connect_and_login(port) for d in devices[i : i + batch]))
-    login_s = time.perf_counter() - t0
-    gate = asyncio.Event()
-    until = time.perf_counter() + seconds
-    interval = n / rate if rate else 0.0
-    tasks = [asyncio.create_task(d.loop(until, gate, interval)) for d in devices]
+    devices = [Device(a.first + i, a.slow) for i in range(a.devices)]
+    cpu_login0 = time.process_time()
+    t0 = time.time()
+    failed = 0
+    for i in range(0, len(devices), a.batch):
+        results = await asyncio.gather(*(d.connect_and_login(a.port)
+                                         for d in devices[i:i + a.batch]), return_exceptions=True)
+        failed += sum(1 for r in results if isinstance(r, BaseException))
+    t1 = time.time()
+    login_cpu = time.process_time() - cpu_login0
+    if a.loop:
+        await asyncio.gather(*(d.upload() for d in devices if d.proto is not None))
+    ready = {"login_start": t0, "login_end": t1, "login_failed": failed,
+             "login_cpu_s": login_cpu, "pid": os.getpid()}
+    print("READY " + json.dumps(ready), flush=True)
+    if a.sync and await _read_line() != "go":
+        for d in devices:
+            d.close()
+        return {**ready, "commands": 0, "quit": True}
+    if not a.loop:
+        for d in devices:
+            d.close()
+        return {**ready, "commands": 0}
+    until = time.perf_counter() + a.seconds
+    interval = a.total / a.rate if a.rate else 0.0
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
-    gate.set()
-    await asyncio.gather(*tasks)
+    loop = asyncio.get_running_loop()
+    loop.call_later(a.seconds, lambda: [d.proto.expire() for d in devices if d.proto is not None])
+    await asyncio.gather(*(d.loop(until, interval) for d in devices if d.proto is not None))
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     if interval:
         # Paced: each device starts at a random phase within its first interval, so
         # the rate is counted from the end of that first interval on (steady state).
         steady = wall0 + interval
-        lat = sorted(x for d in devices for x, t in zip(d.latencies, d.sent_at) if t >= steady)
+        lat = [x for d in devices for x, t in zip(d.latencies, d.sent_at) if t >= steady]
         rate_window = until - steady
     else:
-        lat = sorted(x for d in devices for x in d.latencies)
+        lat = [x for d in devices for x in d.latencies]
         rate_window = wall
-    await asyncio.gather(*(d.close() for d in devices))
+    for d in devices:
+        d.close()
     return {
-        "devices": n, "seconds": wall, "offered_rate": rate or None, "commands": len(lat),
-        "commands_per_s": len(lat) / rate_window if rate_window > 0 else 0.0,
-        "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None,
-        "errors": sum(d.errors for d in devices),
-        "logins_per_s": n / login_s, "login_seconds": login_s,
-        "loadgen_cpu_s": cpu, "loadgen_cpu_share": cpu / wall if wall else 0.0,
-        "pid": os.getpid(), "loop": type(asyncio.get_running_loop()).__module__,
+        **ready, "devices": a.devices, "seconds": wall, "offered_rate": a.rate or None,
+        "commands": len(lat), "rate_window": rate_window, "latencies": sorted(lat),
+        "errors": sum(d.errors for d in devices) + failed,
+        "unfinished": sum(d.unfinished for d in devices),
+        "pings": sum(d.proto.pings for d in devices if d.proto is not None),
+        "loadgen_cpu_s": cpu, "loop": type(asyncio.get_running_loop()).__module__,
     }
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
-    ap.add_argument("devices", type=int)
+    ap.add_argument("devices", type=int, help="devices of this process")
     ap.add_argument("seconds", type=float)
-    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--first", type=int, default=0, help="index of this process's first device")
+    ap.add_argument("--total", type=int, default=0,
+                    help="devices of all processes (for the paced interval; default DEVICES)")
+    ap.add_argument("--batch", type=int, default=250, help="connections opened at once")
     ap.add_argument("--rate", type=float, default=0.0,
-                    help="total commands/s offered, spread over the devices (0: closed loop)")
-    a = ap.parse_args()
+                    help="total commands/s offered, spread over all devices (0: closed loop)")
+    ap.add_argument("--slow", action="store_true", help="slow readers (8 KiB receive buffer, 50 ms pause after each read)")
+    ap.add_argument("--no-loop", dest="loop", action="store_false",
+                    help="log in only (no upload, no command loop)")
+    ap.add_argument("--sync", action="store_true", help="wait for 'go' on stdin before looping")
+    ap.add_argument("--out", type=Path, help="write the result there (default: stdout)")
+    args = ap.parse_args()
+    args.total = args.total or args.devices
     try:
         # The load generator (not the server) runs on uvloop when it is installed
         # (`pip install -e '.[bench]'`): a cheaper client loop leaves more of the two
@@ -143,4 +310,8 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(main(a.port, a.devices, a.seconds, a.batch, a.rate))))
+    result = json.dumps(asyncio.run(main(args)))
+    if args.out:
+        args.out.write_text(result)
+        result = json.dumps({"out": str(args.out)})
+    print(result, flush=True)
