@@ -37,6 +37,12 @@ class ServerMetrics:
         self.devices = Gauge("edgenet_devices_connected", "Devices logged in now", registry=r)
         Gauge("edgenet_connections_open", "TCP connections open now (logged in or not)",
               registry=r).set_function(lambda: server.connection_count)
+        Gauge("edgenet_reply_buffered_bytes", "Bytes of replies held in the server for devices, "
+              "not yet taken by the kernel (all connections)",
+              registry=r).set_function(lambda: server.reply_bytes_buffered()[0])
+        Gauge("edgenet_reply_buffered_max_bytes", "Bytes of replies held in the server for the "
+              "one connection that holds the most", registry=r).set_function(
+                  lambda: server.reply_bytes_buffered()[1])
         self.blocked = Gauge("edgenet_device_names_blocked",
                              "Device names blocked now after failed logins", registry=r)
         Gauge("edgenet_start_time_seconds", "When the server started (Unix time)",

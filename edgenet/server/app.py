@@ -148,6 +148,12 @@ class EdgeServer:
         """Device connections open now (logged in or not)."""
         return len(self.connections)
 
+    def reply_bytes_buffered(self) -> tuple[int, int]:
+        """Bytes of replies held in this process for devices (the kernel has not taken
+        them yet): in all, and the most for one connection."""
+        sizes = [conn.buffered for conn in self.connections]
+        return sum(sizes), max(sizes, default=0)
+
     @property
     def port(self) -> int:
         assert self._server is not None

@@ -37,9 +37,14 @@ from edgenet.wire.frames import NEED_DATA
 log = structlog.get_logger("edgenet.server")
 
 READ_SIZE = 256 * 1024
-#: Bytes of replies buffered for a peer before ``drain`` waits (one AED reply may add
-#: more, once); a peer that keeps it full for ``send_timeout`` seconds is dropped.
+#: Bytes of replies buffered for a peer before ``drain`` waits; a peer that keeps it
+#: full for ``send_timeout`` seconds is dropped.
 WRITE_BUFFER_HIGH = 256 * 1024
+#: An AED reply (megabytes at 20,000 devices) goes out in pieces of at most this size,
+#: each written once the previous one has left the process: every connection refers to
+#: the one shared listing (``listing.DeviceListing``) and buffers at most one piece of it
+#: of its own, however slowly its device reads.
+REPLY_PIECE = 16 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
 
 
@@ -83,6 +88,16 @@ class DeviceConnection:
         self._closing = False
         self._upload: tuple[m.Upload, PendingUpload] | None = None
         self._started = 0.0
+        #: True while a reply streams out in pieces: other frames wait for its end, so
+        #: that nothing lands inside it.
+        self._streaming = False
+        self._held: list[bytes] = []
+        self._close_after_stream: tuple[str, str] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of replies this process holds for the device (not yet taken by the kernel)."""
+        return self.writer.transport.get_write_buffer_size()
 
     @property
     def version(self) -> int:
@@ -93,12 +108,21 @@ class DeviceConnection:
 
     def tell(self, notice: m.PeerNotice) -> None:
         """An unprompted frame for the device (a UVF is coming to it)."""
-        if not self._closing:
+        if self._closing or self.proto.closed:
+            return
+        if self._streaming:
+            self._held.append(self.proto.send(notice))
+        else:
             self._send(notice)
 
     def disconnect(self, kind: str, message: str) -> None:
         """Tell the device why, then close. Safe to call more than once."""
         if self._closing:
+            return
+        if self._streaming:
+            # The notice goes after the reply on the wire (each piece waits at most the
+            # send timeout): a frame in the middle of another would break the stream.
+            self._close_after_stream = self._close_after_stream or (kind, message)
             return
         self._closing = True
         if not self.writer.transport.is_closing():  # else the transport is already gone
@@ -156,6 +180,10 @@ class DeviceConnection:
             # Shutdown's grace is over (an upload or command still running): the device
             # is told why, as every other device was.
             reason = "server_shutdown"
+            if self._streaming:  # cut off inside a reply: no frame can follow it
+                self._closing = True
+                self.proto.close()
+                self.writer.transport.abort()
             self.disconnect("shutdown", SHUTDOWN_MESSAGE)
             raise
         finally:
@@ -224,6 +252,37 @@ class DeviceConnection:
         transport = self.writer.transport
         if transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH and not transport.is_closing():
             return  # the common case: nothing to wait for (and wait_for costs a task)
+        await self._wait_written()
+
+    async def _stream(self, pieces: list[bytes | memoryview]) -> None:
+        """Write an already framed reply in pieces of at most ``REPLY_PIECE`` bytes,
+        each once the previous one has left the process (no copy of the reply is made;
+        what the kernel does not take of one piece is all this connection buffers)."""
+        transport = self.writer.transport
+        self._streaming = self.busy = True  # busy: a device reading slowly is not silent
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                for start in range(0, len(view), REPLY_PIECE):
+                    if transport.is_closing():
+                        return
+                    self.writer.write(view[start:start + REPLY_PIECE])
+                    if transport.get_write_buffer_size():
+                        transport.set_write_buffer_limits(high=0)  # drain waits for empty
+                        try:
+                            await self._wait_written()
+                        finally:
+                            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        finally:
+            self._streaming = self.busy = False
+            held, self._held = self._held, []
+            for frame in held:
+                if not transport.is_closing():
+                    self.writer.write(frame)
+            if self._close_after_stream is not None:
+                self.disconnect(*self._close_after_stream)
+
+    async def _wait_written(self) -> None:
         try:
             await asyncio.wait_for(self.writer.drain(), self.state.config.send_timeout)
         except asyncio.TimeoutError:
@@ -293,6 +352,8 @@ class DeviceConnection:
         finally:
             self.busy = False
         self._finish_command(req, reply, started)
+        if isinstance(reply, list) and not self.proto.closed:
+            await self._stream(list(self.proto.send_encoded(reply)))
         await self._drain()
         return False
 
@@ -317,12 +378,8 @@ class DeviceConnection:
         if isinstance(reply, m.ErrorReply):
             outcome = reply.code
             self._send(reply)
-        elif isinstance(reply, list):  # already framed, in pieces (AED)
+        elif isinstance(reply, list):  # already framed, in pieces (AED): ``_stream`` writes it
             outcome = "ok"
-            if not self.proto.closed:
-                for piece in self.proto.send_encoded(reply):
-                    if piece:
-                        self.writer.write(piece)
         else:
             outcome = "ok"
             self._send(reply)
