@@ -170,7 +170,7 @@ async def disconnect_device(request: web.Request) -> web.Response:
     if before is None or await ctx.server.disconnect_device(name) is None:
         raise _not_active(name)
     # The active list is already changed; wait for edge-device-log.txt to say so too.
-    await ctx.state.device_log.request()
+    await ctx.state.device_log.written()
     return json_response({"data": {**before, "disconnected": True}})
 
 

@@ -55,7 +55,7 @@ def test_json_results_and_success(server_process: ServerProcess, tmp_path: Path)
     assert results[3]["result"] == {"file_id": 1, "op": "SUM", "result": str(sum(values))}
     assert results[5]["result"]["devices"] == []
     assert "Traceback" not in p.stderr
-    assert device_names(server_process.data_dir) == []  # logged out
+    assert wait_until(lambda: device_names(server_process.data_dir) == [])  # logged out
 
 
 def test_first_failure_stops_with_status_5(server_process: ServerProcess, tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_stay_reconnects_after_restart_and_sigterm_logs_out(
         # SIGTERM: logged out at once, status 0.
         stay.send_signal(signal.SIGTERM)
         assert stay.wait(10) == 0
-        assert device_names(server.data_dir) == []
+        assert wait_until(lambda: device_names(server.data_dir) == [])
         assert "logout" in {e.get("event") for e in server.read_events()}
         out, err = stay.communicate(timeout=5)
         events = json_lines(out)
@@ -203,7 +203,7 @@ def test_sigterm_on_a_scripted_client(server_process: ServerProcess, tmp_path: P
         c.proc.send_signal(signal.SIGTERM)
         assert c.proc.wait(10) == 0
         assert time.monotonic() - started < 5
-        assert device_names(server_process.data_dir) == []
+        assert wait_until(lambda: device_names(server_process.data_dir) == [])
     finally:
         c.close()
 

@@ -139,6 +139,7 @@ async def test_connections_dropped_mid_frame_leave_nothing_behind(server_config:
         assert names == ["gamma"] and len(server.connections) == 1
         assert list(data.glob(".upload-*")) == []
         assert not list(data.glob("alpha-*")) and not list(data.glob("beta-*"))
+        await asyncio.wait_for(server.state.device_log.written(), 5)  # within a second
         lines = (data / "edge-device-log.txt").read_text().splitlines()
         assert [parse_device_line(x)[2] for x in lines] == ["gamma"]
         assert (await keep.call({"type": "list_devices"}))["devices"] == []

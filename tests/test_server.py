@@ -23,6 +23,12 @@ def device_log(server: EdgeServer) -> list[str]:
     return (server.config.data_dir / DEVICE_LOG).read_text().splitlines()
 
 
+async def written_device_log(server: EdgeServer) -> list[str]:
+    """The file once it holds every change so far (it follows within a second)."""
+    await asyncio.wait_for(server.state.device_log.written(), 5)
+    return device_log(server)
+
+
 async def logged_in(server: EdgeServer, name: str = "alpha", udp_port: int = 6001) -> WireDevice:
     dev = await WireDevice.connect(server.port)
     reply = await dev.login(name, f"{name}pass", udp_port)
@@ -76,7 +82,8 @@ async def test_login_logs_device_and_every_command(edge_server: EdgeServer) -> N
         assert (await a.call({"type": "logout"}))["type"] == "ok"
         assert await a.recv() is None  # the server closes after logout
         await asyncio.sleep(0.05)
-        assert [parse_device_line(line)[:3][2] for line in device_log(edge_server)] == ["beta"]
+        lines = await written_device_log(edge_server)
+        assert [parse_device_line(line)[:3][2] for line in lines] == ["beta"]
         assert parse_device_line(device_log(edge_server)[0])[0] == 1  # renumbered
         await b.close()
     events = [e["event"] for e in logs]
@@ -158,7 +165,7 @@ async def test_duplicate_login_takes_over(edge_server: EdgeServer) -> None:
     assert notice is not None and notice["type"] == "notice" and notice["kind"] == "replaced"
     assert await old.recv() is None
     await asyncio.sleep(0.05)
-    lines = device_log(edge_server)
+    lines = await written_device_log(edge_server)
     assert len(lines) == 1 and lines[0].endswith("; alpha; 127.0.0.1; 7001")
     other = await logged_in(edge_server, "beta")
     r = await other.call({"type": "list_devices"})
@@ -171,9 +178,9 @@ async def test_dropped_connection_leaves_the_log_at_once(edge_server: EdgeServer
     a = await logged_in(edge_server, "alpha")
     b = await logged_in(edge_server, "beta")
     c = await logged_in(edge_server, "gamma")
-    assert len(device_log(edge_server)) == 3
+    assert len(await written_device_log(edge_server)) == 3
     b.writer.transport.abort()  # RST, no logout
-    for _ in range(100):
+    for _ in range(150):
         await asyncio.sleep(0.02)
         if len(device_log(edge_server)) == 2:
             break
@@ -195,7 +202,8 @@ async def test_half_open_connection_is_found_by_heartbeat(server_config) -> None
                 await asyncio.sleep(0.05)
         await keep_alive()
         assert [d.name for d in await server.state.presence.devices()] == ["alpha"]
-        assert device_log(server)[0].split("; ")[2] == "alpha" and len(device_log(server)) == 1
+        lines = await written_device_log(server)
+        assert lines[0].split("; ")[2] == "alpha" and len(lines) == 1
         await live.close()
         await silent.close()
     finally:

@@ -1,11 +1,16 @@
-"""``edge-device-log.txt``: the active devices, rewritten whole on every change.
+"""``edge-device-log.txt``: the active devices, rewritten whole, at most once a second.
 
 ``seq; dd Month yyyy hh:mm:ss; name; ip; udp_port``, numbered 1..n in login order.
 The file is replaced whole (temporary file, then rename), so a reader never sees
-half of it. A write that fails (a full disk, a missing data dir) leaves no
+half of it. A rewrite costs O(devices), so logins in bursts must not each cost one:
+the first change after a quiet second is written at once (on the next turn of the
+event loop, with every change of that turn), later ones together at most
+``MIN_INTERVAL`` (1 s) after the previous write; start-up and shutdown write it
+exactly. Each device's line but its number is formatted once, at its first write.
+A write that fails (a full disk, a missing data dir) leaves no
 temporary file; the file is then *stale*: the fault is logged once
 (``device_log_write_failed``), ``/healthz`` reports ``device_log_stale``, and the
-writer tries again with backoff (0.25 s doubling to 5 s, at once on a new change)
+writer tries again with backoff (0.25 s doubling to 5 s, sooner on a new change)
 until a write succeeds (``device_log_caught_up``).
 """
 
@@ -26,35 +31,60 @@ from edgenet.server.logs import format_timestamp, write_atomically
 
 log = structlog.get_logger("edgenet.server")
 
+#: Seconds between two rewrites at least (the file's delay behind the active list at most).
+MIN_INTERVAL = 1.0
 #: Seconds before the first retry of a failed write; doubled up to ``RETRY_MAX``.
 RETRY_FIRST = 0.25
 RETRY_MAX = 5.0
 STALE = "device_log_stale"
 
 
-def device_log_lines(devices: Iterable[ActiveDevice]) -> str:
-    return "".join(
-        f"{seq}; {format_timestamp(d.since)}; {d.name}; {d.ip}; {d.udp_port}\n"
-        for seq, d in enumerate(devices, 1)
-    )
+class DeviceLines:
+    """The file's text, with each device's line (all but its number) formatted once:
+    ``format_timestamp`` (a ``time.localtime``) per device per rewrite was most of a
+    rewrite's cost at 20,000 devices."""
+
+    def __init__(self) -> None:
+        self._tails: dict[str, str] = {}
+
+    def render(self, devices: Iterable[ActiveDevice]) -> str:
+        old, tails = self._tails, {}
+        parts = []
+        for seq, d in enumerate(devices, 1):
+            key = d.session_id
+            tail = old.get(key)
+            if tail is None:
+                tail = f"; {format_timestamp(d.since)}; {d.name}; {d.ip}; {d.udp_port}\n"
+            tails[key] = tail
+            parts.append(f"{seq}{tail}")
+        self._tails = tails  # only the devices active now: bounded by them
+        return "".join(parts)
 
 
 class DeviceLogWriter:
-    """Keeps ``edge-device-log.txt`` equal to the active list.
+    """Keeps ``edge-device-log.txt`` equal to the active list, at most ``interval``
+    seconds behind it.
 
-    Changes in one turn of the event loop are written once (a rewrite costs
-    O(devices), so 1,000 logins at once must not cost 1,000 rewrites): one writer
-    task takes every request made until it runs. ``request()`` returns a future that
-    resolves once the file holds the change.
+    ``request()`` says the list changed. When the file was last written ``interval``
+    or more ago, it is rewritten on the next turn of the event loop (with every change
+    made until then) and the returned future resolves once the file holds the change;
+    otherwise the rewrite waits for the interval to end, and the future is already
+    resolved (a login in a burst does not wait for the file).
     """
 
     def __init__(self, path: Path, presence: Presence, health: Health | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, interval: float = MIN_INTERVAL) -> None:
         self.path = path
         self.presence = presence
         self.health = health if health is not None else Health()
+        self.interval = interval
         self._clock = clock
+        self._lines = DeviceLines()
         self._waiters: list[asyncio.Future[None]] = []
+        self._dirty = False
+        self._writing = False
+        #: ``loop.time()`` of the last write attempted for a change (not start-up's).
+        self._last = -float("inf")
         self._task: asyncio.Task[None] | None = None
         #: Seconds until the next retry while the file is stale (0: it is up to date).
         self._retry = 0.0
@@ -63,12 +93,31 @@ class DeviceLogWriter:
     def request(self) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
+        self._dirty = True
+        if loop.time() - self._last >= self.interval:
+            self._waiters.append(fut)
+        else:
+            fut.set_result(None)
         if self._task is None:
             self._task = loop.create_task(self._run())
         elif self._wake is not None:
             self._wake.set()  # a change while stale: try again now, not after the backoff
         return fut
+
+    def written(self) -> asyncio.Future[None]:
+        """A future that resolves once the file holds every change made so far (within
+        ``interval``; at once when it does already)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.pending and self._task is not None:
+            self._waiters.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
+
+    @property
+    def pending(self) -> bool:
+        """A change is not in the file yet (it will be within ``interval``)."""
+        return self._dirty or self._writing
 
     @property
     def stale(self) -> bool:
@@ -86,28 +135,41 @@ class DeviceLogWriter:
             devices = await self.presence.devices()
         except BackendUnavailable as exc:
             raise OSError(errno.EAGAIN, exc.message) from None
-        write_atomically(self.path, device_log_lines(devices))
+        write_atomically(self.path, self._lines.render(devices))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while self._waiters or self._retry:
+            while self._dirty or self._retry:
+                delay = self._last + self.interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._dirty = False
                 waiters, self._waiters = self._waiters, []
+                self._last = loop.time()
+                self._writing = True
                 try:
                     await self.write_now()
                 except OSError as exc:
                     self._failed(exc)
                 else:
                     self._caught_up()
+                finally:
+                    self._writing = False
                 for fut in waiters:  # a failed write does not hold up a login
                     if not fut.done():
                         fut.set_result(None)
-                if self._retry and not self._waiters:
+                if self._retry and not self._dirty:
                     self._wake = asyncio.Event()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._retry)
                     self._wake = None
         finally:
             self._task = None
+            for fut in self._waiters:  # cancelled (shutdown): nobody waits for a write
+                if not fut.done():
+                    fut.set_result(None)
+            self._waiters = []
 
     def _failed(self, exc: OSError) -> None:
         if not self._retry:

@@ -69,7 +69,8 @@ DiskWork = Callable[[], None]
 class DataDirUpload:
     """One upload being received: validated as it streams into a temporary file."""
 
-    def __init__(self, store: DataDirStore, device: str, file_id: int) -> None:
+    def __init__(self, store: DataDirStore, device: str, file_id: int,
+                 open_now: bool = True) -> None:
         self._store = store
         self.device = device
         self.file_id = file_id
@@ -78,15 +79,43 @@ class DataDirUpload:
         self._failed: DataError | OSError | None = None
         self.tmp = temporary_name(store.data_dir, device, file_id, "body")
         self._fh: BinaryIO | None = None
-        try:
-            store.usable()
-            self._fh = self.tmp.open("xb")
-            store.live_temporaries.add(self.tmp.name)
-        except OSError as exc:
-            self._failed = store.explain(exc)
         #: From the start of ``commit`` the temporary file belongs to the commit's
         #: thread, and ``abort`` leaves it alone.
         self._committing = False
+        if open_now:  # on the event loop (a resumable upload's fallback)
+            try:
+                store.usable()
+                self._fh = self.tmp.open("xb")
+                store.live_temporaries.add(self.tmp.name)
+            except OSError as exc:
+                self._failed = store.explain(exc)
+
+    async def open(self) -> None:
+        """Create the temporary file, in a worker thread: on the event loop, opening one
+        per upload was 13 % of the loop's time with 20,000 devices logging in."""
+        store = self._store
+        try:
+            store.usable()
+        except OSError as exc:
+            self._failed = store.explain(exc)
+            return
+        store.live_temporaries.add(self.tmp.name)  # before it exists: a sweep leaves it
+        opening = asyncio.ensure_future(asyncio.to_thread(self.tmp.open, "xb"))
+        try:
+            self._fh = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._opened_for_nobody)
+            raise
+        except OSError as exc:
+            store.live_temporaries.discard(self.tmp.name)
+            self._failed = store.explain(exc)
+
+    def _opened_for_nobody(self, opening: asyncio.Future[BinaryIO]) -> None:
+        """The upload was cancelled while its file was being created: remove it."""
+        if not opening.cancelled() and opening.exception() is None:
+            opening.result().close()
+            remove_quietly(self.tmp)
+        self._store.live_temporaries.discard(self.tmp.name)
 
     def write(self, chunk: bytes) -> None:
         if self._failed is not None:
@@ -236,7 +265,9 @@ class DataDirStore(PartialUploads):
     async def begin_upload(self, device: str, file_id: int,
                            resume: ResumeRequest | None = None) -> PendingUpload:
         if resume is None:
-            return DataDirUpload(self, device, file_id)
+            upload = DataDirUpload(self, device, file_id, open_now=False)
+            await upload.open()
+            return upload
         from edgenet.server.resumable import open_resumable
 
         return await open_resumable(self, device, file_id, resume,
