@@ -255,6 +255,9 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
                 bare.wait(10)
             if handle is not None:
                 handle.stop()
+        dropped = 0
+        if isinstance(handle, Server):
+            dropped = handle.log_path.read_text(errors="replace").count('"slow_reader_dropped"')
     lat = sorted(x for r in results for x in r["latencies"])
     window = median([r["rate_window"] for r in results])
     mibs = [m for _, m in samples]
@@ -264,6 +267,8 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
         "commands_per_s": len(lat) / window if window > 0 else 0.0,
         "p50_ms": percentile(lat, 0.50) * 1000, "p99_ms": percentile(lat, 0.99) * 1000,
         "errors": sum(r["errors"] for r in results), "logins_per_s": login["logins_per_s"],
+        "unfinished": sum(r.get("unfinished", 0) for r in results),
+        "slow_readers_dropped": dropped,
         "server_cpu_share": cpu,
         "loadgen_cpu_share": sum(r["loadgen_cpu_s"] for r in results) / wall,
         "idle_rss_mib": idle / 1024, "logged_in_rss_mib": logged_in / 1024,
@@ -337,7 +342,8 @@ def main() -> int:
         for kind, rows in per.items():
             row[kind] = summarize(rows, ["peak_rss_mib", "logged_in_rss_mib", "idle_rss_mib",
                                          "first_half_peak_mib", "second_half_peak_mib",
-                                         "commands_per_s", "errors", "server_cpu_share",
+                                         "commands_per_s", "errors", "slow_readers_dropped",
+                                         "server_cpu_share",
                                          "loadgen_cpu_share"])
             row[kind]["over_cap_runs"] = sum(1 for r in rows if r["over_cap"])
         out["slow"].append(row)
@@ -345,6 +351,7 @@ def main() -> int:
             f"{k}: peak {row[k]['peak_rss_mib']:7.1f} MiB (logged in "
             f"{row[k]['logged_in_rss_mib']:.1f}, halves {row[k]['first_half_peak_mib']:.1f} / "
             f"{row[k]['second_half_peak_mib']:.1f}), {row[k]['commands_per_s']:.0f} cmd/s, "
+            f"errors {row[k]['errors']:.0f}, dropped {row[k]['slow_readers_dropped']:.0f}, "
             f"over cap {row[k]['over_cap_runs']}" for k in per), flush=True)
     for n in (int(x) for x in args.devices.split(",") if x):
         closed: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "bare"]}

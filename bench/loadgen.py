@@ -179,16 +179,16 @@ class Device:
         if reply.get("type") != "ok":
             raise RuntimeError(f"login failed: {reply}")
 
-    async def upload(self) -> None:
+    async def upload(self) -> bytes:
         assert self.proto is not None and self.proto.transport is not None
         self.proto.transport.write(frame({"type": "upload", "id": 2, "file_id": 1}, SMALL_FILE))
-        await self.proto.next_frame()
+        return await self.proto.next_frame()
 
     async def loop(self, until: float, interval: float) -> None:
         """Closed loop when ``interval`` is 0; else one command every ``interval`` s
         (a device's own pace), starting at a random phase."""
         assert self.proto is not None and self.proto.transport is not None
-        rid = 2
+        rid = 1  # AED first: a slow reader is busy with the listing from the start
         next_at = time.perf_counter() + random.random() * interval
         requests = (
             frame({"type": "list_devices", "id": 0}),
@@ -203,6 +203,9 @@ class Device:
                 if time.perf_counter() >= until:
                     break
             rid += 1
+            if self.proto.closed.done():  # the server closed it (a slow reader dropped)
+                self.errors += 1
+                return
             t0 = time.perf_counter()
             self.proto.transport.write(requests[rid % 2])
             try:
@@ -240,9 +243,18 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
         failed += sum(1 for r in results if isinstance(r, BaseException))
     t1 = time.time()
     login_cpu = time.process_time() - cpu_login0
+    upload_failed = 0
     if a.loop:
-        await asyncio.gather(*(d.upload() for d in devices if d.proto is not None))
+        # BATCH at a time: each upload holds a temporary file open on the server, and
+        # 20,000 at once would take more descriptors than it may have.
+        live = [d for d in devices if d.proto is not None]
+        for i in range(0, len(live), a.batch):
+            heads = await asyncio.gather(*(d.upload() for d in live[i:i + a.batch]),
+                                         return_exceptions=True)
+            upload_failed += sum(1 for h in heads if not isinstance(h, bytes)
+                                 or h[:16].find(b'"error"') >= 0)
     ready = {"login_start": t0, "login_end": t1, "login_failed": failed,
+             "upload_failed": upload_failed,
              "login_cpu_s": login_cpu, "pid": os.getpid()}
     print("READY " + json.dumps(ready), flush=True)
     if a.sync and await _read_line() != "go":
