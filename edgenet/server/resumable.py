@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import secrets
 import time
-from functools import partial
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +106,11 @@ class ResumableUpload:
         self._validator = validator
         self._failed: DataError | OSError | None = None
         self._checkpointed = validator.bytes
+        #: Bytes of the part the digest has seen: it is fed in the checkpoints' and the
+        #: commit's worker thread, from the part itself (in the page cache), never on the
+        #: event loop, so hashing runs beside the receiving.
+        self._hashed = validator.bytes
+        self._reader: Any = None
         self._pending: asyncio.Task[None] | None = None
         self._over = False  # committed, aborted or dropped
         store.live_uploads[(device, file_id)] = self
@@ -123,7 +127,6 @@ class ResumableUpload:
         except DataError as exc:
             self.fail(exc)
             return
-        self._digest.update(chunk)
         try:
             self._fh.write(chunk)
         except OSError as exc:
@@ -137,10 +140,18 @@ class ResumableUpload:
         self._failed = why
         self._drop()
 
-    def _snapshot(self) -> Checkpoint:
-        nbytes, samples, line, tail = self._validator.state()
-        return Checkpoint(self.device, self.file_id, self.token, self._req.size, nbytes,
-                          self._digest.copy().hexdigest(), samples, line, tail, time.time())
+    def _hash_upto(self, nbytes: int) -> None:
+        """Feed the digest the part's bytes up to ``nbytes`` (blocking: a worker thread,
+        under the file's disk gate, after the bytes were flushed)."""
+        if self._reader is None:
+            self._reader = open(self._store.partial_area.part(self.token), "rb")  # noqa: SIM115
+        self._reader.seek(self._hashed)
+        while self._hashed < nbytes:
+            block = self._reader.read(min(1 << 20, nbytes - self._hashed))
+            if not block:
+                raise OSError(f"the partial upload is shorter than the {nbytes} bytes written")
+            self._digest.update(block)
+            self._hashed += len(block)
 
     def _checkpoint(self, then_close: bool = False) -> None:
         """Flush what was written, and make it durable with its checkpoint in a thread."""
@@ -149,21 +160,32 @@ class ResumableUpload:
         except OSError as exc:
             self.fail(exc)
             return
-        cp = self._snapshot()
-        self._checkpointed = cp.offset
+        state = self._validator.state()
+        self._checkpointed = state[0]
         previous = self._pending
         self._pending = self._store.spawn(self.key,
-                                          self._write_checkpoint(cp, previous, then_close))
+                                          self._write_checkpoint(state, previous, then_close))
 
-    async def _write_checkpoint(self, cp: Checkpoint, previous: asyncio.Task[None] | None,
-                                then_close: bool) -> None:
+    async def _write_checkpoint(self, state: tuple[int, int, int, bytes],
+                                previous: asyncio.Task[None] | None, then_close: bool) -> None:
         if previous is not None:
             await asyncio.wait({previous})
         store, fd = self._store, self._fh.fileno()
+        nbytes, samples, line, tail = state
+        made: list[Checkpoint] = []
+
+        def disk() -> None:
+            self._hash_upto(nbytes)
+            cp = Checkpoint(self.device, self.file_id, self.token, self._req.size, nbytes,
+                            self._digest.hexdigest(), samples, line, tail, time.time())
+            store.partial_area.checkpoint(fd, cp)
+            made.append(cp)
+
+        def recorded() -> None:
+            store.partials.record(made[0])
+
         try:
-            await store.exclusive_disk_work(self.key, lambda: (
-                partial(store.partial_area.checkpoint, fd, cp),
-                partial(store.partials.record, cp)))
+            await store.exclusive_disk_work(self.key, lambda: (disk, recorded))
         except OSError as exc:
             log.warning("partial_checkpoint_failed", device=self.device, file_id=self.file_id,
                         error=exc.strerror or str(exc))
@@ -184,7 +206,7 @@ class ResumableUpload:
             if store.live_uploads.get(self.key) is self:
                 del store.live_uploads[self.key]
             log.info("partial_kept", device=self.device, file_id=self.file_id,
-                     bytes=cp.offset, size=cp.size)
+                     bytes=nbytes, size=self._req.size)
 
     async def commit(self, now: float) -> StoredFile:
         if self._failed is not None:
@@ -195,9 +217,14 @@ class ResumableUpload:
             self.fail(exc)
             raise
         got = self._validator.bytes
-        if got != self._req.size or self._digest.hexdigest() != self._req.sha256:
+        if got != self._req.size:
             self._drop()
             raise ChecksumMismatch(mismatch_text(self._req.size, got))
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self.fail(exc)
+            raise
         if self._pending is not None:
             await asyncio.wait({self._pending})
         if self._failed is not None:
@@ -210,6 +237,11 @@ class ResumableUpload:
 
         def disk() -> None:
             store.usable()
+            self._hash_upto(got)
+            self._reader.close()
+            self._reader = None
+            if self._digest.hexdigest() != self._req.sha256:
+                raise ChecksumMismatch(mismatch_text(self._req.size, got))
             store_file(fh, area.part(token), store.path_for(self.device, self.file_id),
                        store.uploads, record)
             area.remove(token)
@@ -220,6 +252,9 @@ class ResumableUpload:
 
         try:
             await store.exclusive_disk_work(self.key, lambda: (disk, applied))
+        except ChecksumMismatch:
+            self._drop()
+            raise
         except OSError as exc:
             store.drop_partial(self.key, token)
             raise store.explain(exc) from None
@@ -240,6 +275,9 @@ class ResumableUpload:
         self._checkpoint(then_close=True)
 
     def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._fh is not None and not self._fh.closed:
             try:
                 self._fh.close()
