@@ -52,15 +52,21 @@ class PartialArea:
         fd = os.open(self.part(token), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         return os.fdopen(fd, "wb")
 
-    def reopen_part(self, cp: Checkpoint) -> tuple[Any, Any]:
+    def reopen_part(self, cp: Checkpoint, digest: Any = None) -> tuple[Any, Any]:
         """The part of ``cp`` cut back to its offset, open for appending, with the
-        running SHA-256 of what it holds. ValueError when it does not hold what the
+        running SHA-256 of what it holds (``digest``: that SHA-256 as this process left it
+        at the checkpoint, which spares reading the part again; else the part is read and
+        checked against the checkpoint's hash). ValueError when it does not hold what the
         checkpoint says (shorter, or other bytes): the partial cannot be used."""
         path = self.part(cp.token)
         fh = open(path, "r+b")  # noqa: SIM115 (handed to the upload, which closes it)
         try:
             if os.fstat(fh.fileno()).st_size < cp.offset:
                 raise ValueError("the part is shorter than its checkpoint")
+            if digest is not None:
+                fh.truncate(cp.offset)
+                fh.seek(cp.offset)
+                return fh, digest
             digest = hashlib.sha256()
             left = cp.offset
             while left:

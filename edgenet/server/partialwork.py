@@ -31,6 +31,9 @@ class PartialUploads:
     partial_area: PartialArea
     live_uploads: dict[Key, Any]
     _tasks: dict[Key, set[asyncio.Task[None]]]
+    #: Per partial's token: (offset, the running SHA-256 at that checkpoint), kept while
+    #: this process runs, so that a resume need not read the part again to hash it.
+    partial_digests: dict[str, tuple[int, Any]]
 
     uploads: FileLog
 
@@ -86,7 +89,11 @@ class PartialUploads:
         self.partials.release(key, token)
         self.remove_partial_files(key, token)
 
+    def forget_digest(self, token: str) -> None:
+        self.partial_digests.pop(token, None)
+
     def remove_partial_files(self, key: Key, token: str) -> None:
+        self.partial_digests.pop(token, None)
         before = set(self._tasks.get(key, ()))
 
         async def remove() -> None:

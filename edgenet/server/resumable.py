@@ -59,8 +59,11 @@ async def open_resumable(store: PartialUploads, device: str, file_id: int, req: 
         ledger.reserve(key, cp.token, req.size)  # no room for a grown file: keep the old size
         opened: list[tuple[Any, Any]] = []
 
+        known = store.partial_digests.pop(cp.token, None)
+        digest = known[1] if known is not None and known[0] == cp.offset else None
+
         def reopen() -> None:
-            opened.append(area.reopen_part(cp))
+            opened.append(area.reopen_part(cp, digest))
 
         try:
             await store.exclusive_disk_work(key, lambda: (reopen, lambda: None))
@@ -180,6 +183,7 @@ class ResumableUpload:
                             self._digest.hexdigest(), samples, line, tail, time.time())
             store.partial_area.checkpoint(fd, cp)
             made.append(cp)
+            store.partial_digests[self.token] = (nbytes, self._digest.copy())
 
         def recorded() -> None:
             store.partials.record(made[0])
@@ -249,6 +253,7 @@ class ResumableUpload:
         def applied() -> None:
             store.uploaded(stored, record)
             store.partials.release(self.key, token)
+            store.forget_digest(token)
 
         try:
             await store.exclusive_disk_work(self.key, lambda: (disk, applied))

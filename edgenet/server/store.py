@@ -201,6 +201,7 @@ class DataDirStore(PartialUploads):
         #: The resumable upload of each file streaming now.
         self.live_uploads: dict[Key, Any] = {}
         self._tasks: dict[Key, set[asyncio.Task[None]]] = {}
+        self.partial_digests: dict[str, tuple[int, Any]] = {}
 
     def _take(self, contents: Contents) -> None:
         self.uploads = contents.uploads
