@@ -175,7 +175,8 @@ async def test_a_file_changed_between_the_tries_starts_over(
         code, out, err = await finish(await device(relay.port, src.parent,
                                                    "--upload-retries", "0"))
         assert code == 4, out + err  # cut, and no retry allowed
-        assert checkpoints(data) and checkpoints(data)[0]["offset"] > 19_000_000
+        await until(lambda: bool(checkpoints(data)))  # the server's last checkpoint
+        assert checkpoints(data)[0]["offset"] > 19_000_000
         changed = sample_file(src, SIZE, seed=2)  # same name and size, other samples
         code, out, err = await finish(await device(server.port, src.parent))
         assert code == 0, out + err
@@ -242,7 +243,7 @@ async def test_expired_partials_are_removed_at_start_up_and_on_a_timer(
         code, out, err = await finish(await device(relay.port, src.parent,
                                                    "--upload-retries", "0"))
         assert code == 4, out + err
-        assert len(checkpoints(data)) == 1
+        await until(lambda: len(checkpoints(data)) == 1, 5)
         # The running server removes it once it is older than --resume-hours.
         await until(lambda: not checkpoints(data), 10)
         assert list((data / PARTIALS).iterdir()) == []
@@ -252,6 +253,7 @@ async def test_expired_partials_are_removed_at_start_up_and_on_a_timer(
         relay = await TcpRelay(server.port, cut_after=10_000_000).start()
         code, out, err = await finish(await device(relay.port, src.parent,
                                                    "--upload-retries", "0"))
+        await until(lambda: len(checkpoints(data)) == 1, 5)
         server.stop()
         assert len(checkpoints(data)) == 1
         time.sleep(2.0)
