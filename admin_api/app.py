@@ -162,7 +162,7 @@ class AdminService:
                                shutdown_timeout=SHUTDOWN_GRACE,
                                keepalive_timeout=limits.idle_timeout)
         await runner.setup()
-        site = GuardedSite(runner, host, port, guard, backlog=128)
+        site = GuardedSite(runner, host, port, guard, server.state.fd_exhaustion, backlog=128)
         try:
             await site.start()
         except OSError as exc:

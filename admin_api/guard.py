@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+
+from edgenet.server.acceptor import Acceptor, bind_listeners
+from edgenet.server.descriptors import ExhaustionLog
 
 log = structlog.get_logger("edgenet.admin")
 
@@ -99,6 +103,15 @@ _BUSY_BODY = json.dumps({"error": {"code": "too_many_connections", "message":
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
          b"Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n"
          b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+
+
+_EXHAUSTED_BODY = json.dumps({"error": {"code": "server_busy", "message":
+                                        "the server has run out of file descriptors; "
+                                        "try again"}}).encode()
+_EXHAUSTED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+              b"Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n"
+              b"Content-Length: " + str(len(_EXHAUSTED_BODY)).encode() + b"\r\n\r\n"
+              + _EXHAUSTED_BODY)
 
 
 class _GuardedConnection(asyncio.Protocol):
@@ -189,14 +202,19 @@ class _GuardedConnection(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a ``ConnectionGuard``."""
+    """A TCP site whose connections go through a ``ConnectionGuard``, accepted by the
+    server's own ``Acceptor`` (asyncio's logs a traceback per waiting connection when
+    descriptors run out; this one logs ``too_many_open_files`` once per episode and
+    answers the waiting connections 503)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard,
-                 *, backlog: int = 128) -> None:
+                 exhaustion: ExhaustionLog, *, backlog: int = 128) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._guard = guard
+        self._exhaustion = exhaustion
+        self._opening: set[asyncio.Task[Any]] = set()
 
     @property
     def name(self) -> str:
@@ -204,6 +222,19 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
+        sockets = await bind_listeners(self._host, self._port, self._backlog)
+        acceptor = Acceptor(sockets, self._attach, _EXHAUSTED, self._exhaustion, "admin_accept")
+        acceptor.start()
+        self._server = acceptor  # type: ignore[assignment]  # close() and .sockets, as aiohttp uses
+
+    def _attach(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._connect(sock))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _connect(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._guard, self._host, self._port,
-                                                backlog=self._backlog, reuse_address=True)
+        try:
+            await loop.connect_accepted_socket(self._guard, sock)
+        except OSError:
+            sock.close()

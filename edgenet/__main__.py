@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         "between requests for this long (default {})", metavar="SECONDS")
     lim = srv.add_argument_group("limits and TLS (see docs/SECURITY.md)")
     opt(lim, "--max-connections", S.max_connections,
-        "open device connections at most (default {})", metavar="N")
+        "open device connections at most; 0: (open-file limit - 64) / 2 (default {})",
+        metavar="N")
     opt(lim, "--login-rate", S.login_rate, "failed logins per minute allowed per IP address; "
         "0: no limit (default {})", metavar="N")
     opt(lim, "--login-timeout", S.login_timeout, "close a connection that has not logged in "
@@ -212,7 +213,7 @@ def run_server(args: argparse.Namespace) -> int:
                                                        "--admin-idle-timeout"),
                           admin_token=args.admin_token or os.environ.get("EDGENET_ADMIN_TOKEN")
                           or None,
-                          max_connections=_count(args.max_connections, "--max-connections", 1),
+                          max_connections=_count(args.max_connections, "--max-connections"),
                           login_rate=_count(args.login_rate, "--login-rate"),
                           login_timeout=_positive(args.login_timeout, "--login-timeout"),
                           send_timeout=_positive(args.send_timeout, "--send-timeout"),

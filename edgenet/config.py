@@ -39,7 +39,8 @@ class ServerConfig:
     #: Seconds a kept-alive admin connection may stay idle between requests.
     admin_idle_timeout: float = 60.0
     #: Open device connections at most; one more is told ``server_busy`` and closed.
-    max_connections: int = 10_000
+    #: 0: what the open-file limit allows (``server.descriptors.connections_allowed``).
+    max_connections: int = 0
     #: Failed logins per minute allowed per IP address (burst as large); 0: no limit.
     login_rate: int = 60
     #: Seconds a connection may stay without a successful login before it is closed

@@ -130,9 +130,11 @@ async def test_connections_dropped_mid_frame_leave_nothing_behind(server_config:
                 dev.writer.transport.abort()
             else:
                 dev.writer.close()
-        for _ in range(250):
+        log_path = data / "edge-device-log.txt"
+        for _ in range(250):  # the device log is rewritten (in a thread) just after presence
             names = [d.name for d in await server.state.presence.devices()]
-            if names == ["gamma"] and len(server.connections) == 1:
+            logged = [parse_device_line(x)[2] for x in log_path.read_text().splitlines()]
+            if names == ["gamma"] and len(server.connections) == 1 and logged == ["gamma"]:
                 break
             await asyncio.sleep(0.02)
         names = [d.name for d in await server.state.presence.devices()]

@@ -24,7 +24,9 @@ import structlog
 from edgenet import __version__
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials, CredentialsError
+from edgenet.server.acceptor import StreamListener
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
+from edgenet.server.descriptors import RateLimitedCount, connection_budget, connections_allowed
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
 from edgenet.server.rendezvous import Rendezvous
@@ -64,7 +66,11 @@ class EdgeServer:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Credentials reloads started by SIGHUP (cancelled, not awaited, on shutdown).
         self._reloads: set[asyncio.Task[None]] = set()
-        self._server: asyncio.base_events.Server | ProxiedListener | None = None
+        self._server: StreamListener | ProxiedListener | None = None
+        #: Device connections allowed at once (``config.max_connections``, or what the
+        #: open-file limit allows when that is 0; set by ``start``).
+        self.max_connections = config.max_connections or connections_allowed(1024)
+        self._refusals = RateLimitedCount()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
         #: The UDP rendezvous and relay (None while closed or with --udp-port 0).
@@ -92,6 +98,7 @@ class EdgeServer:
     async def start(self) -> list[tuple[str, int]]:
         """Open the state, bind and start accepting. Returns the bound (host, port) addresses."""
         state = await self.open()
+        self.max_connections = connection_budget(self.config.max_connections)
         # Nobody is connected when the server starts: the device log starts empty.
         await state.device_log.write_now()
         ssl_context, handshake_timeout = None, None
@@ -101,23 +108,23 @@ class EdgeServer:
             ssl_context = server_context(self.config.tls_cert, self.config.tls_key)
             handshake_timeout = HANDSHAKE_TIMEOUT
         host: str | None = self.config.host
-        family = socket.AF_UNSPEC
         if host in ("", "*"):
             host = None
+        busy = encode_frame(m.reply_to_fields(m.ErrorReply(
+            None, "server_busy", "the server has run out of file descriptors; try again later")))
+        listener: StreamListener | ProxiedListener
         if self.config.proxy_protocol:
             from edgenet.server.proxied import ProxiedListener, parse_networks
 
             listener = ProxiedListener(self._accept,
                                        parse_networks(",".join(self.config.trusted_proxies)),
-                                       ssl_context, handshake_timeout)
-            await listener.start(host, self.config.port)
-            self._server = listener
+                                       ssl_context, handshake_timeout,
+                                       busy, state.fd_exhaustion)
         else:
-            self._server = await asyncio.start_server(
-                self._accept, host, self.config.port, family=family, reuse_address=True,
-                limit=256 * 1024, backlog=4096, ssl=ssl_context,
-                ssl_handshake_timeout=handshake_timeout,
-            )
+            listener = StreamListener(self._accept, ssl_context, handshake_timeout, busy,
+                                      state.fd_exhaustion)
+        await listener.start(host, self.config.port)
+        self._server = listener
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         if self.config.udp_port != 0:
             self._open_rendezvous(state)
@@ -200,7 +207,7 @@ class EdgeServer:
                       peer: tuple[str, int] | None = None) -> None:
         """Serve one device connection; ``peer``: the device's address when a PROXY
         header named it (else the socket's peer)."""
-        if self.closing or len(self.connections) >= self.config.max_connections:
+        if self.closing or len(self.connections) >= self.max_connections:
             self._refuse(writer)
             return
         sock = writer.get_extra_info("socket")
@@ -234,10 +241,12 @@ class EdgeServer:
             reply = m.Notice("shutdown", SHUTDOWN_MESSAGE)
         else:
             peer = writer.get_extra_info("peername") or ("?", 0)
-            log.warning("connection_refused", reason="max_connections",
-                        limit=self.config.max_connections, peer=f"{peer[0]}:{peer[1]}")
+            more = self._refusals.hit(time.monotonic())
+            if more is not None:  # at most one a second: a flood must not flood the log
+                log.warning("connection_refused", reason="max_connections",
+                            limit=self.max_connections, peer=f"{peer[0]}:{peer[1]}", more=more)
             reply = m.ErrorReply(None, "server_busy", f"the server is at its limit of "
-                                 f"{self.config.max_connections} connections; try again later")
+                                 f"{self.max_connections} connections; try again later")
         frame = encode_frame(m.reply_to_fields(reply))
         try:
             writer.write(frame)

@@ -6,9 +6,12 @@ state only through its interfaces (``state.files``, ``state.presence``, ...).
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from edgenet.server.compute import DataError
+from edgenet.server.descriptors import is_exhaustion
 from edgenet.server.interfaces import (
     BackendUnavailable,
     ChecksumMismatch,
@@ -37,7 +40,12 @@ def storage_error(state: ServerState, req: m.Upload | m.Compute | m.Delete | m.U
     """A storage fault, as the reply to the one request it hit (the session goes on),
     one event for the operator, and a look at the storage now."""
     reason = exc.strerror or str(exc)
-    log.error("storage_error", device=device, command=COMMAND_NAMES[type(req).__name__],
+    command = COMMAND_NAMES[type(req).__name__]
+    if is_exhaustion(exc):  # out of descriptors: not the storage's fault
+        state.fd_exhaustion.report("command", time.monotonic(), device=device, command=command,
+                                   file_id=req.file_id, error=reason)
+        return m.ErrorReply(req.id, "storage_error", f"the server could not {doing}: {reason}")
+    log.error("storage_error", device=device, command=command,
               file_id=req.file_id, error=reason, errno=exc.errno)
     state.health.storage_suspect()
     return m.ErrorReply(req.id, "storage_error", f"the server could not {doing}: {reason}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from edgenet.server.descriptors import is_exhaustion
 from edgenet.server.health import Health
 from edgenet.server.interfaces import ActiveDevice, BackendUnavailable, Presence
 from edgenet.server.logs import format_timestamp, write_atomically
@@ -172,9 +173,9 @@ class DeviceLogWriter:
             self._waiters = []
 
     def _failed(self, exc: OSError) -> None:
-        if not self._retry:
-            log.error("device_log_write_failed", path=str(self.path),
-                      error=exc.strerror or str(exc))
+        if not self._retry:  # once per episode: the retries back off quietly
+            log.error("too_many_open_files" if is_exhaustion(exc) else "device_log_write_failed",
+                      where="device_log", path=str(self.path), error=exc.strerror or str(exc))
         self.health.report(STALE, f"{self.path.name} is behind the active devices: "
                                   f"{exc.strerror or exc}", self._clock())
         self._retry = min(RETRY_MAX, self._retry * 2) if self._retry else RETRY_FIRST

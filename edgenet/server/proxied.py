@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import socket
 import ssl
@@ -23,14 +22,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from edgenet.server.acceptor import Acceptor, bind_listeners
+from edgenet.server.descriptors import ExhaustionLog
 from edgenet.server.proxyproto import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
 
 log = structlog.get_logger("edgenet.server")
 
 #: Seconds a trusted proxy has to send the whole header after connecting.
 HEADER_TIMEOUT = 10.0
-#: Pause of the accept loop after the process ran out of descriptors.
-EMFILE_PAUSE = 0.1
 STREAM_LIMIT = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,65 +78,37 @@ class ProxiedListener:
     """Listening sockets whose connections start with a PROXY header."""
 
     def __init__(self, handler: Handler, trusted: Sequence[Network],
-                 ssl_context: ssl.SSLContext | None, handshake_timeout: float | None) -> None:
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float | None,
+                 busy: bytes = b"", exhaustion: ExhaustionLog | None = None) -> None:
         self._handler = handler
+        self._busy = busy
+        self._exhaustion = exhaustion if exhaustion is not None else ExhaustionLog()
+        self._acceptor: Acceptor | None = None
         self.trusted = tuple(trusted)
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
         self.sockets: list[socket.socket] = []
-        self._accepting: list[asyncio.Task[None]] = []
         #: Connections still reading their header (cancelled by ``close``).
         self._pending: set[asyncio.Task[None]] = set()
         #: Connections closed for coming from elsewhere than a trusted proxy.
         self.untrusted = 0
 
     async def start(self, host: str | None, port: int, backlog: int = 4096) -> None:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-        seen = set()
-        try:
-            for family, type_, proto, _, addr in infos:
-                if (family, addr) in seen:
-                    continue
-                seen.add((family, addr))
-                sock = socket.socket(family, type_, proto)
-                self.sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(addr)
-                sock.listen(backlog)
-                sock.setblocking(False)
-        except OSError:
-            self.close()
-            raise
-        self._accepting = [loop.create_task(self._accept_loop(s)) for s in self.sockets]
+        self.sockets = await bind_listeners(host, port, backlog)
+        self._acceptor = Acceptor(self.sockets, self._spawn, self._busy, self._exhaustion,
+                                  "device_accept")
+        self._acceptor.start()
 
     def close(self) -> None:
-        for task in self._accepting:
-            task.cancel()
-        for sock in self.sockets:
-            sock.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         for task in list(self._pending):
             task.cancel()
 
-    async def _accept_loop(self, lsock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, addr = await loop.sock_accept(lsock)
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept_failed", error=exc.strerror)
-                    await asyncio.sleep(EMFILE_PAUSE)
-                    continue
-                if lsock.fileno() < 0:
-                    return
-                continue
-            task = loop.create_task(self._connection(sock, (str(addr[0]), int(addr[1]))))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+    def _spawn(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(sock, peer))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _connection(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()

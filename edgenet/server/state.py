@@ -30,6 +30,7 @@ from edgenet.server.interfaces import (
     Lockouts,
     Presence,
 )
+from edgenet.server.descriptors import ExhaustionLog
 from edgenet.server.limits import LoginRateLimiter
 from edgenet.server.listing import DeviceListing
 from edgenet.server.lockouts import LockoutTracker
@@ -151,6 +152,8 @@ class ServerState:
     login_locks: NameLocks = field(default_factory=NameLocks)
     #: What is wrong now (``/healthz``): a missing data dir, a device log behind.
     health: Health = field(default_factory=Health)
+    #: "Too many open files", wherever it is met: one event per episode.
+    fd_exhaustion: ExhaustionLog = field(default_factory=ExhaustionLog)
     #: This node's UDP rendezvous and relay (None: ``--udp-port 0``); set by the app.
     rendezvous: Rendezvous | None = None
 

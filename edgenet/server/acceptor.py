@@ -1,0 +1,218 @@
+"""Accepting connections on listening sockets, also at the descriptor limit (asyncio).
+
+asyncio's own accept loop (``loop.create_server``) logs a traceback for every
+connection left in the backlog each time it meets EMFILE (tens of thousands of
+them with a long backlog), and leaves those connections waiting. ``Acceptor``
+accepts with ``loop.sock_accept`` instead. On EMFILE/ENFILE it pauses for
+``PAUSE`` seconds and resumes, reports one ``too_many_open_files`` event per
+episode (``ExhaustionLog``), and sheds the backlog: it gives up its spare
+descriptor for a moment, accepts the waiting connections one at a time, sends
+each a one-line ``busy`` reply and closes it, then takes the spare again. When
+accepting works again it logs ``accepting_resumed``. Used by the device port
+(``StreamListener``, and ``ProxiedListener`` behind a load balancer) and by the
+admin port (its aiohttp protocol is attached with ``connect_accepted_socket``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from edgenet.server.descriptors import ExhaustionLog, SpareDescriptor
+
+log = structlog.get_logger("edgenet.server")
+
+#: Seconds accepting pauses after the process (or the system) ran out of descriptors.
+PAUSE = 0.1
+#: Connections shed (told ``busy`` and closed) per pause at most.
+SHED_PER_PAUSE = 64
+STREAM_LIMIT = 256 * 1024
+_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+#: Called with each accepted (non-blocking) socket and its peer address.
+OnSocket = Callable[[socket.socket, tuple[str, int]], None]
+#: Called with the streams of a device connection, as ``EdgeServer`` serves them.
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def bind_listeners(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Non-blocking listening sockets for ``host`` (None: every address) and ``port``."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, type_, proto, _, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            if port == 0 and sockets:  # the other families take the port the first one got
+                addr = (addr[0], sockets[0].getsockname()[1], *addr[2:])
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Acceptor:
+    """Accept loops over ``sockets``; ``close`` stops them and closes the sockets."""
+
+    def __init__(self, sockets: list[socket.socket], on_socket: OnSocket, busy: bytes,
+                 exhaustion: ExhaustionLog, where: str) -> None:
+        self.sockets = sockets
+        self._on_socket = on_socket
+        self._busy = busy
+        self._exhaustion = exhaustion
+        self.where = where
+        self._spare = SpareDescriptor()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Connections told ``busy`` because the descriptor table was full.
+        self.shed = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop(s)) for s in self.sockets]
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for sock in self.sockets:
+            sock.close()
+        self._spare.close()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    async def _loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        paused_at: float | None = None
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except OSError as exc:
+                if lsock.fileno() < 0:
+                    return
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    continue  # a connection that went away in the backlog (ECONNABORTED)
+                if paused_at is None:
+                    paused_at = time.monotonic()
+                shed = self._shed(lsock)
+                self._exhaustion.report(self.where, time.monotonic(), shed=shed,
+                                        error=exc.strerror or str(exc))
+                await asyncio.sleep(PAUSE)
+                continue
+            if paused_at is not None:
+                log.info("accepting_resumed", where=self.where, shed=self.shed,
+                         paused_ms=round((time.monotonic() - paused_at) * 1000))
+                paused_at = None
+            sock.setblocking(False)
+            try:
+                self._on_socket(sock, (str(addr[0]), int(addr[1])))
+            except Exception:  # a bug of ours: this connection only
+                log.exception("accept_handler_failed", where=self.where)
+                sock.close()
+
+    def _shed(self, lsock: socket.socket) -> int:
+        """Tell the connections waiting in the backlog ``busy``, with the spare's slot."""
+        if not self._spare.release():
+            self._spare.restore()
+            return 0
+        shed = 0
+        try:
+            for _ in range(SHED_PER_PAUSE):
+                try:
+                    conn, _ = lsock.accept()
+                except OSError:  # the backlog is empty, or still no descriptor
+                    break
+                with contextlib.suppress(OSError):
+                    conn.setblocking(False)
+                    conn.send(self._busy)
+                    conn.shutdown(socket.SHUT_WR)
+                conn.close()
+                shed += 1
+        finally:
+            self._spare.restore()
+        self.shed += shed
+        return shed
+
+
+class StreamListener:
+    """The device port: accepted sockets become streams (TLS when configured) for
+    ``handler``. Connections still in their TLS handshake are cancelled by ``close``."""
+
+    def __init__(self, handler: StreamHandler, ssl_context: ssl.SSLContext | None,
+                 handshake_timeout: float | None, busy: bytes, exhaustion: ExhaustionLog) -> None:
+        self._handler = handler
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._busy = busy
+        self._exhaustion = exhaustion
+        self._acceptor: Acceptor | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.sockets: list[socket.socket] = []
+
+    async def start(self, host: str | None, port: int, backlog: int = 4096) -> None:
+        self.sockets = await bind_listeners(host, port, backlog)
+        self._acceptor = Acceptor(self.sockets, self._spawn, self._busy, self._exhaustion,
+                                  "device_accept")
+        self._acceptor.start()
+
+    def close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for task in list(self._pending):
+            task.cancel()
+
+    def _spawn(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(sock))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _connection(self, sock: socket.socket) -> None:
+        opened = await open_streams(sock, self._ssl, self._handshake_timeout)
+        if opened is None:
+            return
+        current = asyncio.current_task()
+        if current is not None:  # from here on the connection is the server's
+            self._pending.discard(current)
+        await self._handler(*opened)
+
+
+async def open_streams(sock: socket.socket, ssl_context: ssl.SSLContext | None,
+                       handshake_timeout: float | None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Streams over an accepted socket (after the TLS handshake); None if it failed."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    try:
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, sock, ssl=ssl_context,
+            ssl_handshake_timeout=handshake_timeout if ssl_context else None)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+        peer = "?"
+        with contextlib.suppress(OSError):
+            peer = "%s:%s" % sock.getpeername()[:2]
+        log.info("tls_handshake_failed", peer=peer, error=str(exc) or type(exc).__name__)
+        sock.close()
+        return None
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
