@@ -70,7 +70,8 @@ def test_edg_missing_arguments(line: str) -> None:
 
 
 @pytest.mark.parametrize("line", ["EDG x 3", "EDG 3 y", "EDG -1 3", "EDG 3 -5", "EDG 1.5 3",
-                                  "EDG 3 1e3", "EDG +3 3", "EDG 1_000 3", "EDG \u0663 3"])
+                                  "EDG 3 1e3", "EDG +3 3", "EDG 1_000 3", "EDG \u0663 3",
+                                  "EDG \u00b2 3", "EDG 3 \uff11", "EDG 1\u0663 3"])
 def test_edg_not_non_negative_integers(line: str) -> None:
     assert err(line) == "fileID and dataAmount must be non-negative integers"
 
@@ -152,7 +153,8 @@ def test_parse_non_negative() -> None:
     assert parse_non_negative("0") == 0
     assert parse_non_negative("000") == 0
     assert parse_non_negative("42") == 42
-    for bad in ("", "-1", "+1", " 1", "1 ", "1_0", "0x10", "\u0663"):
+    for bad in ("", "-1", "+1", " 1", "1 ", "1_0", "0x10", "\u0663", "\u00b2", "\uff11",
+                "1\u00b2"):
         assert parse_non_negative(bad) is None
     assert parse_non_negative("9" * 5000) == 10**30
 
