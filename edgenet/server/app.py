@@ -26,7 +26,7 @@ from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials, CredentialsError
 from edgenet.server.acceptor import StreamListener
 from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
-from edgenet.server.descriptors import RateLimitedCount, connection_budget, connections_allowed
+from edgenet.server.descriptors import RateLimitedCount, connection_budget, log_fd_limit
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
 from edgenet.server.rendezvous import Rendezvous
@@ -69,7 +69,7 @@ class EdgeServer:
         self._server: StreamListener | ProxiedListener | None = None
         #: Device connections allowed at once (``config.max_connections``, or what the
         #: open-file limit allows when that is 0; set by ``start``).
-        self.max_connections = config.max_connections or connections_allowed(1024)
+        self.max_connections = config.max_connections
         self._refusals = RateLimitedCount()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
@@ -98,7 +98,7 @@ class EdgeServer:
     async def start(self) -> list[tuple[str, int]]:
         """Open the state, bind and start accepting. Returns the bound (host, port) addresses."""
         state = await self.open()
-        self.max_connections = connection_budget(self.config.max_connections)
+        self.max_connections, fd_limits = connection_budget(self.config.max_connections)
         # Nobody is connected when the server starts: the device log starts empty.
         await state.device_log.write_now()
         ssl_context, handshake_timeout = None, None
@@ -125,6 +125,7 @@ class EdgeServer:
                                       state.fd_exhaustion)
         await listener.start(host, self.config.port)
         self._server = listener
+        log_fd_limit(fd_limits, self.max_connections)
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         if self.config.udp_port != 0:
             self._open_rendezvous(state)

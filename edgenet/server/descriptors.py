@@ -84,15 +84,18 @@ def connections_allowed(soft_limit: int) -> int:
     return max(MIN_CONNECTIONS, (soft_limit - FD_RESERVE) // 2)
 
 
-def connection_budget(configured: int) -> int:
-    """Raise the open-file limit (logs ``fd_limit``); ``configured``, or when it is 0 the
-    device connections the limit allows."""
+def connection_budget(configured: int) -> tuple[int, FdLimits | None]:
+    """Raise the open-file limit; ``configured``, or when it is 0 the device connections
+    the limit allows, and the limits (``log_fd_limit`` logs them once the port is bound)."""
     limits = raise_open_file_limit()
     allowed = configured or connections_allowed(limits.soft if limits is not None else 1024)
+    return allowed, limits
+
+
+def log_fd_limit(limits: FdLimits | None, allowed: int) -> None:
     if limits is not None:
         log.info("fd_limit", soft=limits.soft, hard=limits.hard, raised_from=limits.was,
                  max_connections=allowed, reserve=FD_RESERVE)
-    return allowed
 
 
 def is_exhaustion(exc: BaseException) -> bool:
