@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgenet.config import ServerConfig, option_default
-from edgenet.numbers import NumberError, parse_ascii_float
+from edgenet.numbers import NumberError, parse_ascii_float, parse_ascii_int
 
 #: The most a lease may be: a dead node's devices leave the fleet within it.
 MAX_LEASE = 15.0
@@ -118,20 +118,19 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         raise OptionError(f"Invalid --redis-prefix: {str(args.redis_prefix)[:80]}")
     fields["redis_prefix"] = str(args.redis_prefix)
     try:
-        pool = int(args.redis_max_connections)
-    except ValueError:
-        pool = 0
-    if not 1 <= pool <= MAX_REDIS_CONNECTIONS:
+        pool = parse_ascii_int(str(args.redis_max_connections).strip(), 1,
+                               MAX_REDIS_CONNECTIONS, "--redis-max-connections")
+    except NumberError:
         raise OptionError(f"Invalid --redis-max-connections: {args.redis_max_connections}. "
-                          f"It must be a whole number from 1 to {MAX_REDIS_CONNECTIONS}")
+                          f"It must be a whole number from 1 to {MAX_REDIS_CONNECTIONS}"
+                          ) from None
     fields["redis_max_connections"] = pool
     try:
-        wait = float(args.redis_pool_timeout)
-    except ValueError:
-        wait = -1.0
-    if not 0 < wait <= 60:
+        wait = parse_ascii_float(str(args.redis_pool_timeout).strip(), 0.0, 60.0,
+                                 "--redis-pool-timeout", lo_open=True)
+    except NumberError:
         raise OptionError(f"Invalid --redis-pool-timeout: {args.redis_pool_timeout}. It must "
-                          "be a number of seconds above 0 and at most 60")
+                          "be a number of seconds above 0 and at most 60") from None
     fields["redis_pool_timeout"] = wait
     return fields
 
