@@ -76,6 +76,15 @@ async def test_secrets_never_get_in(events: EventLog) -> None:
     assert "password" not in entry and "token" not in entry
     assert entry["nested"] == {"ok": 1} and isinstance(entry["obj"], str)
     assert "hunter2" not in repr(entry) and "t0k" not in repr(entry)
+    # Again, now that the keys are known (they are judged once and remembered), with
+    # another spelling and a value too long to keep whole.
+    for _ in range(2):
+        record(events, "weird", password="hunter2", Authorization="Bearer t0k", long="x" * 5000,
+               n=3, f=0.5, flag=True, none=None)
+        entry = (await events.query(limit=1))[0]
+        assert "password" not in entry and "Authorization" not in entry
+        assert len(entry["long"]) < 5000 and entry["long"].endswith("...")
+        assert (entry["n"], entry["f"], entry["flag"], entry["none"]) == (3, 0.5, True, None)
 
 
 async def test_listeners_see_each_event_recorded_here(events: EventLog) -> None:

@@ -6,9 +6,18 @@ import asyncio
 import io
 import json
 
+import pytest
 import structlog
 
 from edgenet.logconfig import LineBatcher, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> object:
+    """configure_logging caches loggers on first use: the tests after these must get
+    structlog's defaults back (``capture_logs`` works on uncached loggers)."""
+    yield
+    structlog.reset_defaults()
 
 
 class CountingStream(io.StringIO):
