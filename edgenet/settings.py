@@ -313,7 +313,7 @@ def render(args: argparse.Namespace, command: str, options: list[Option],
             need = f"required: {opt.action.metavar} or ${opt.env}" if opt.positional else source
             lines.append(f"# {opt.key} is not set ({need})")
             continue
-        shown = MASK if opt.secret and value else value
+        shown = MASK if opt.secret and value else _mask_url_password(value)
         lines.append(f"{opt.key} = {_toml_value(shown)}  # {source}")
     for name in ENV_SECRETS.get(command, ()):
         if name in environ:
@@ -321,6 +321,18 @@ def render(args: argparse.Namespace, command: str, options: list[Option],
     if args.config:
         lines.append(f"# config file: {args.config}")
     return "\n".join(lines) + "\n"
+
+
+def _mask_url_password(value: Any) -> Any:
+    """A URL's password masked (``redis://:secret@host`` -> ``redis://:********@host``)."""
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return value
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}"
 
 
 def _toml_value(value: Any) -> str:

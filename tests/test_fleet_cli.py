@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYZ, ROOT
+from tests.conftest import CREDENTIALS, PYZ, ROOT, ServerProcess
+from tests.engines import RedisEngine
+from tests.test_deploy import find_python
 
 FLEET_PYZ = ROOT / "build" / "edgenet-fleet.pyz"
 
@@ -71,3 +73,50 @@ def test_fleet_options_from_every_source(tmp_path: Path) -> None:
     assert "proxy_protocol = true" in out and 'trusted_proxies = "10.0.0.0/8"' in out
     assert "never-shown" not in out
     assert "redis_max_connections = " in out and "redis_pool_timeout = " in out
+    # A password in the Redis URL is masked too.
+    p = run(FLEET_PYZ, "--print-config", env={"EDGENET_REDIS": "redis://u:hunter2@db:6379/0"})
+    assert p.returncode == 0 and "hunter2" not in p.stdout, p.stdout
+    assert 'redis = "redis://u:********@db:6379/0"' in p.stdout
+
+
+def test_an_unreachable_redis_is_one_line_without_its_password(tmp_path: Path) -> None:
+    p = run(FLEET_PYZ, "--redis", "redis://:hunter2@127.0.0.1:1/0", "--no-admin",
+            "--data-dir", str(tmp_path), "--credentials", str(ROOT / "credentials.txt"),
+            "--log-format", "json")
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "edgenet: cannot reach Redis at redis://***@127.0.0.1:1/0")
+    assert "hunter2" not in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("version", ("3.10", "3.11", "3.12", "3.13"))
+def test_the_fleet_pyz_runs_under_each_cpython(version: str, tmp_path: Path,
+                                               redis_engine: RedisEngine) -> None:
+    """build/edgenet-fleet.pyz, pure Python, on every CPython it promises: a node on
+    Redis (its files in the data dir) and a scripted device, both on that interpreter."""
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} on this machine")
+    creds = tmp_path / "credentials.txt"
+    creds.write_text(CREDENTIALS)
+    data = tmp_path / "node"
+    data.mkdir()
+    node = ServerProcess([python, "-S", str(FLEET_PYZ), "server", "0", "3", "--host",
+                          "127.0.0.1", "--credentials", str(creds), "--data-dir", str(data),
+                          "--log-format", "json", "--no-admin", "--redis", redis_engine.url,
+                          "--redis-prefix", f"py{version}-{tmp_path.name}"[-60:],
+                          "--node-id", f"py{version}"], data)
+    try:
+        joined = [e for e in node.read_events() if e.get("event") == "fleet_joined"]
+        assert joined and joined[0]["node"] == f"py{version}"
+        dev = tmp_path / "dev"
+        dev.mkdir()
+        p = subprocess.run([python, "-S", str(FLEET_PYZ), "client", "127.0.0.1",
+                            str(node.port), "0", "--data-dir", str(dev)],
+                           input="alpha\nalphapass\nEDG 1 20\nUED 1\nSCS 1 SUM\nAED\nOUT\n",
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        values = [int(x) for x in (dev / "alpha-1.txt").read_text().split()]
+        assert f"the SUM of file 1 is {sum(values)}" in p.stdout
+    finally:
+        node.stop()

@@ -6,6 +6,7 @@ tests/test_fleet_faults.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -107,6 +108,8 @@ def test_concurrent_brute_force_across_nodes(rig: FleetRig) -> None:
     assert body["data"][0]["seconds_left"] > 0
     # Lifted through node B's admin API, it is lifted everywhere.
     assert rig.nodes[B].api("/api/v1/lockouts/beta", "DELETE")[0] == 200
+    for node in rig.nodes:
+        assert [e["name"] for e in node.api("/api/v1/lockouts")[1]["data"]] == []
     assert commands(rig.run(A, "beta", "AED"))[0]["ok"] is True
 
 
@@ -159,3 +162,62 @@ def test_the_event_log_merges_all_nodes(rig: FleetRig) -> None:
     assert nodes == {"node-a", "node-b"}
     seqs = [e["seq"] for e in body["data"]]
     assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs)
+
+
+DEVICE_LINE = re.compile(r"(\d+); (\d\d? \w+ \d{4} \d\d:\d\d:\d\d); (\w+); ([\d.]+); (\d+)")
+
+
+def device_log(node_dir: Path) -> list[tuple[str, ...]]:
+    path = node_dir / "edge-device-log.txt"
+    text = path.read_text() if path.exists() else ""
+    lines = [DEVICE_LINE.fullmatch(line) for line in text.splitlines()]
+    assert all(lines), text  # the format of a single node's log
+    return [m.groups() for m in lines if m]
+
+
+def test_every_node_writes_the_fleets_device_log(rig: FleetRig) -> None:
+    """Each node's edge-device-log.txt is the fleet's active list in the usual format,
+    numbered 1..n in login order, whichever node each device is on."""
+    alpha = rig.stay(A, "alpha")
+    try:
+        assert wait_for(lambda: [d for d in rig.nodes[B].devices() if d["name"] == "alpha"])
+        beta = rig.stay(B, "beta")
+        try:
+            want = [("1", "alpha"), ("2", "beta")]
+            for node in rig.nodes:
+                assert wait_for(lambda n=node: [(x[0], x[2]) for x in device_log(n.data_dir)]  # type: ignore[misc]
+                                == want, 10), device_log(node.data_dir)
+                ports = {x[2]: int(x[4]) for x in device_log(node.data_dir)}
+                listed = {d["name"]: d["udp_port"] for d in node.devices()}
+                assert ports == listed and all(ports.values())
+        finally:
+            beta.stop()
+        for node in rig.nodes:  # beta left through node B: node A's file follows
+            assert wait_for(lambda n=node: [(x[0], x[2]) for x in device_log(n.data_dir)]  # type: ignore[misc]
+                            == [("1", "alpha")], 10), device_log(node.data_dir)
+    finally:
+        alpha.stop()
+
+
+def test_aed_lists_port_and_since_and_uvf_reaches_a_device_on_the_other_node(
+        rig: FleetRig) -> None:
+    alpha = rig.stay(A, "alpha")
+    try:
+        login = wait_for(lambda: [x for x in alpha.read() if x.get("command") == "login"
+                                  and x.get("ok")], 15)
+        assert login
+        port = login[0]["result"]["udp_port"]
+        assert wait_for(lambda: [d for d in rig.nodes[B].devices() if d["name"] == "alpha"])
+        out = commands(rig.run(B, "beta", "AED; EDG 9 300; UVF alpha beta-9.txt"))
+        assert [r["ok"] for r in out] == [True, True, True], out
+        listed = out[0]["result"]["devices"]
+        assert [(d["name"], d["ip"], d["udp_port"]) for d in listed] == [
+            ("alpha", "127.0.0.1", port)]
+        entry = next(d for d in rig.nodes[A].devices() if d["name"] == "alpha")
+        assert abs(listed[0]["since"] - entry["since_epoch"]) < 1e-3
+        # The lookup on node B found alpha on node A; the file went straight to it.
+        sent = (rig.place / "device-beta" / "beta-9.txt").read_bytes()
+        got = wait_for(lambda: (rig.place / "device-alpha" / "beta_beta-9.txt").exists(), 10)
+        assert got and (rig.place / "device-alpha" / "beta_beta-9.txt").read_bytes() == sent
+    finally:
+        alpha.stop()

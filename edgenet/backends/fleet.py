@@ -25,7 +25,7 @@ from edgenet.backends.logmirror import LogMirror
 from edgenet.backends.redis_events import RedisEventLog
 from edgenet.backends.redis_lockouts import RedisLockouts
 from edgenet.backends.redis_presence import RedisPresence
-from edgenet.backends.redislink import UNAVAILABLE, RedisLink
+from edgenet.backends.redislink import UNAVAILABLE, RedisLink, safe_url
 from edgenet.config import ServerConfig
 from edgenet.server.interfaces import Backends, BackendStartError, BackendUnavailable, FileStore
 from edgenet.server.options import split_files_url
@@ -73,7 +73,7 @@ class Fleet:
             await link.check()
         except BackendUnavailable:
             await link.close()
-            raise BackendStartError(f"cannot reach Redis at {config.redis_url}") from None
+            raise BackendStartError(f"cannot reach Redis at {safe_url(link.url)}") from None
         self.lease = NodeLease(link, config.lease)
         try:
             await self.lease.acquire()

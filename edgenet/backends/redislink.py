@@ -132,7 +132,8 @@ class RedisLink:
         if self._up:
             self._up = False
             self.outages += 1
-            log.error("redis_unavailable", error=str(exc) or type(exc).__name__, url=_safe(self.url))
+            log.error("redis_unavailable", error=str(exc) or type(exc).__name__,
+                      url=safe_url(self.url))
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
@@ -160,7 +161,7 @@ class RedisLink:
                 return False
             except Exception:  # a bug of ours: the others still run
                 log.exception("redis_recover_hook_failed")
-        log.info("redis_recovered", url=_safe(self.url))
+        log.info("redis_recovered", url=safe_url(self.url))
         return True
 
     async def check(self) -> None:
@@ -177,7 +178,7 @@ class RedisLink:
                 await client.aclose()
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without a password (``redis://:secret@host`` -> ``redis://***@host``)."""
     if "@" in url:
         scheme, _, rest = url.partition("://")
