@@ -7,7 +7,6 @@ itself (``admin_api.history``) is sans-I/O and is handed ``now`` and the totals.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from admin_api.history import SERIES_NAMES, CounterHistory
 from admin_api.metrics import ServerMetrics, counter_totals
 from edgenet.server.interfaces import BackendUnavailable
+from edgenet.server.stopping import stop_loop
 
 log = structlog.get_logger("edgenet.admin")
 
@@ -35,6 +35,7 @@ class HistorySampler:
         self.clock = clock
         self.history = history if history is not None else CounterHistory()
         self.failures = 0
+        self.stopped = False
 
     async def sample_now(self) -> None:
         await self.metrics.refresh()  # the gauges read from the server's state
@@ -44,7 +45,7 @@ class HistorySampler:
         return self.history.window(name, self.clock(), series)
 
     async def run(self) -> None:
-        while True:
+        while not self.stopped:
             try:
                 await self.sample_now()
             except BackendUnavailable:
@@ -60,6 +61,5 @@ class HistorySampler:
         """For ``app.cleanup_ctx``: sample while the app runs."""
         task = asyncio.create_task(self.run(), name="edgenet-admin-history")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_loop(task, self)
+

@@ -68,6 +68,10 @@ def test_hundreds_of_devices_log_in_at_once(tmp_path: Path, redis_engine: RedisE
         assert refused == [], refused[:3]
         assert healthz(admin) == 200
         assert not [e for e in node.read_events() if e.get("event") == "redis_unavailable"]
+        # And it stops promptly afterwards (its loops reading Redis end on the first try).
+        node.proc.terminate()
+        assert node.proc.wait(15) == 0
+        assert [e for e in node.read_events() if e.get("event") == "fleet_left"]
     finally:
         node.stop()
 

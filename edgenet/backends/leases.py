@@ -20,6 +20,7 @@ import structlog
 
 from edgenet.backends.redislink import RedisLink
 from edgenet.server.interfaces import BackendUnavailable
+from edgenet.server.stopping import stop_loop
 
 log = structlog.get_logger("edgenet.fleet")
 
@@ -56,6 +57,7 @@ class NodeLease:
         self._nodes = link.key("nodes")
         self._reap = link.redis.register_script(_REAP)
         self._task: asyncio.Task[None] | None = None
+        self.stopped = False
         # Renew first after an outage: the presence's resync runs after this.
         link.on_recover.insert(0, self.renew)
 
@@ -104,7 +106,7 @@ class NodeLease:
 
     async def _loop(self) -> None:
         period = self.lease / 3
-        while True:
+        while not self.stopped:
             await asyncio.sleep(period)
             with contextlib.suppress(BackendUnavailable):
                 await self.renew()
@@ -113,9 +115,7 @@ class NodeLease:
     async def release(self) -> None:
         """Leave the fleet (a clean stop): the lease goes at once."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_loop(self._task, self)
         with contextlib.suppress(BackendUnavailable):
             token = await self.link.run(lambda r: r.get(self._key))
             if token == self.token:

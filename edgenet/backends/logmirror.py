@@ -22,6 +22,7 @@ import structlog
 
 from edgenet.server.interfaces import BackendUnavailable, LogName, Presence
 from edgenet.server.logs import DELETION_LOG, UPLOAD_LOG, FileRecord, write_atomically
+from edgenet.server.stopping import stop_loop
 
 log = structlog.get_logger("edgenet.fleet")
 
@@ -50,20 +51,19 @@ class LogMirror:
         self._written: dict[LogName, int | None] = {"uploads": None, "deletions": None}
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_loop(self._task, self)
         with contextlib.suppress(BackendUnavailable, OSError):
             await self.sync()  # the files agree with the fleet when the node stops
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopped:
             try:
                 await self.sync()
             except BackendUnavailable:

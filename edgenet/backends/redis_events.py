@@ -32,6 +32,7 @@ from typing import Any
 from edgenet.backends.redislink import RedisLink
 from edgenet.server.events import DEFAULT_CAPACITY, MAX_SUBSCRIBERS, EventBuffer
 from edgenet.server.interfaces import BackendUnavailable, EventListener, Subscriber, event_matches
+from edgenet.server.stopping import stop_loop
 
 POLL = 0.1
 LAG = 0.3
@@ -65,6 +66,7 @@ class RedisEventLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribers: set[Subscriber] = set()
         self._poller: asyncio.Task[None] | None = None
+        self.stopped = False
 
     # -- set-up -------------------------------------------------------------------
 
@@ -84,9 +86,7 @@ class RedisEventLog:
         with contextlib.suppress(BackendUnavailable):
             await self._publish_pending()
         for task in [*self._tasks, *([self._poller] if self._poller else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_loop(task, self)
 
     # -- recording ------------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class RedisEventLog:
 
     async def _publisher(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self.stopped:
             await self._wake.wait()
             # Gather what a busy node logs in a few milliseconds into one round trip.
             await asyncio.sleep(BATCH_WINDOW)
@@ -229,7 +229,7 @@ class RedisEventLog:
 
     async def _poll(self) -> None:
         delivered = self._horizon(LAG)
-        while self._subscribers:
+        while self._subscribers and not self.stopped:
             await asyncio.sleep(POLL)
             horizon = self._horizon(LAG)
             try:
