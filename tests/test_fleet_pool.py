@@ -89,11 +89,11 @@ def test_a_pool_wait_that_runs_out_is_retryable(tmp_path: Path,
             again = []
             for i, (dev, reply) in enumerate(zip(devices, replies)):
                 if reply["type"] != "ok":
-                    for _ in range(5):
+                    for k in range(10):  # backing off, as a device does
                         retry = await dev.login(f"dev{i}", f"pw{i}")
                         if retry.get("code") != "service_unavailable":
                             break
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(min(0.5, 0.05 * 2 ** k))
                     again.append(retry)
             for dev in devices:
                 await dev.close()
