@@ -29,7 +29,7 @@ from common import PYZ, ROOT, cpu_seconds, median, percentile, rss_kib, save
 
 sys.path.insert(0, str(ROOT))
 from edgenet.server.proxyproto import encode_v2
-from edgenet.wire.frames import FrameDecoder, Header, NeedData, encode_frame
+from edgenet.wire.frames import MAX_REPLY_HEADER, FrameDecoder, Header, NeedData, encode_frame
 from tests.engines import (
     BUCKET,
     S3_KEY,
@@ -48,7 +48,7 @@ class Device:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(max_header=MAX_REPLY_HEADER)  # AED of 1,000 devices
         self.next_id = 0
 
     @classmethod
@@ -91,11 +91,17 @@ async def workload(ports: list[tuple[int, bool]], n: int, seconds: float) -> dic
     SCS and AED in a closed loop for ``seconds``."""
     t0 = time.perf_counter()
     devices = []
+    retried = 0
     for i in range(n):
         port, proxy = ports[i % len(ports)]
         dev = await Device.connect(port, proxy)
-        reply = await dev.call({"type": "login", "name": f"dev{i}", "password": f"pw{i}",
-                                "udp_port": 9})
+        for k in range(8):  # service_unavailable is "not now": back off, as devices do
+            reply = await dev.call({"type": "login", "name": f"dev{i}", "password": f"pw{i}",
+                                    "udp_port": 9})
+            if reply.get("code") != "service_unavailable":
+                break
+            retried += 1
+            await asyncio.sleep(min(2.0, 0.1 * 2 ** k) * (0.5 + random.random() / 2))
         assert reply["type"] == "ok", reply
         devices.append(dev)
     logins = n / (time.perf_counter() - t0)
@@ -130,7 +136,8 @@ async def workload(ports: list[tuple[int, bool]], n: int, seconds: float) -> dic
     for dev in devices:
         dev.close()
     latencies.sort()
-    return {"logins_per_s": logins, "commands_per_s": len(latencies) / elapsed,
+    return {"logins_per_s": logins, "logins_retried": retried,
+            "commands_per_s": len(latencies) / elapsed,
             "first_scs_p50_ms": percentile(cold, 0.5) * 1000,
             "first_scs_p99_ms": percentile(cold, 0.99) * 1000,
             "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -172,7 +179,7 @@ class Node:
             [sys.executable, str(pyz), "server", "0", "5", "--host", "127.0.0.1",
              "--credentials", str(creds), "--data-dir", str(place / "data"),
              "--log-format", "json", "--admin-port", "0", "--login-rate", "0",
-             "--heartbeat", "30", *extra],
+             "--heartbeat", "600", *extra],  # the workload is not about liveness
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._out,
             env={**os.environ, **env})
         self.port = self.admin = 0
@@ -282,9 +289,11 @@ def main() -> int:
         table[setup] = {k: med((setup, k)) for k in
                         ("logins_per_s", "commands_per_s", "p50_ms", "p99_ms",
                          "first_scs_p50_ms", "first_scs_p99_ms")}
-    base = table["embedded"]["commands_per_s"]
-    table["fleet_one"]["ratio_to_embedded"] = table["fleet_one"]["commands_per_s"] / base
-    table["fleet_two"]["ratio_to_embedded"] = table["fleet_two"]["commands_per_s"] / base
+    # Each run's ratio to the embedded node of that same run, then their median (the
+    # machine's load moves all three setups of a run together, not the runs alike).
+    for setup in ("fleet_one", "fleet_two"):
+        table[setup]["ratio_to_embedded"] = median(
+            [r[setup]["commands_per_s"] / r["embedded"]["commands_per_s"] for r in runs])
     table["takeover_p50_ms"] = med(("fleet_two", "takeover_p50_ms"))
     table["takeover_p99_ms"] = med(("fleet_two", "takeover_p99_ms"))
     result = {"devices": args.devices, "seconds": args.seconds, "runs": runs, "median": table}

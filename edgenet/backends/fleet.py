@@ -41,6 +41,8 @@ log = structlog.get_logger("edgenet.fleet")
 ORPHAN_AGE = 600.0
 #: Seconds between two looks at the Redis link's health.
 HEALTH_PERIOD = 0.2
+#: Seconds a starting node waits for Redis to answer before it gives up (exit 1).
+START_WAIT = 5.0
 
 
 def node_name(config: ServerConfig) -> str:
@@ -72,8 +74,14 @@ class Fleet:
         try:
             await link.check()
         except BackendUnavailable:
-            await link.close()
-            raise BackendStartError(f"cannot reach Redis at {safe_url(link.url)}") from None
+            # A Redis that is slow to answer (a loaded box, a fail-over) gets a few
+            # seconds: the link's watcher keeps trying with backoff meanwhile.
+            deadline = asyncio.get_running_loop().time() + START_WAIT
+            while not link.ready() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            if not link.ready():
+                await link.close()
+                raise BackendStartError(f"cannot reach Redis at {safe_url(link.url)}") from None
         self.lease = NodeLease(link, config.lease)
         try:
             await self.lease.acquire()
