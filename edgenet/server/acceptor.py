@@ -40,6 +40,9 @@ _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 OnSocket = Callable[[socket.socket, tuple[str, int]], None]
 #: Called with the streams of a device connection, as ``EdgeServer`` serves them.
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: Called with the peer of a connection just accepted and how many are still starting:
+#: None to serve it, else the bytes to send it before it is closed at once.
+Admission = Callable[[tuple[str, int], int], "bytes | None"]
 
 
 async def bind_listeners(host: str | None, port: int, backlog: int) -> list[socket.socket]:
@@ -158,8 +161,10 @@ class StreamListener:
     ``handler``. Connections still in their TLS handshake are cancelled by ``close``."""
 
     def __init__(self, handler: StreamHandler, ssl_context: ssl.SSLContext | None,
-                 handshake_timeout: float | None, busy: bytes, exhaustion: ExhaustionLog) -> None:
+                 handshake_timeout: float | None, busy: bytes, exhaustion: ExhaustionLog,
+                 admission: Admission | None = None) -> None:
         self._handler = handler
+        self._admission = admission
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
         self._busy = busy
@@ -181,6 +186,13 @@ class StreamListener:
             task.cancel()
 
     def _spawn(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        refusal = self._admission(peer, len(self._pending)) if self._admission else None
+        if refusal is not None:  # told and closed now: refusals hold no descriptor
+            with contextlib.suppress(OSError):
+                sock.send(refusal)
+                sock.shutdown(socket.SHUT_WR)
+            sock.close()
+            return
         task = asyncio.get_running_loop().create_task(self._connection(sock))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

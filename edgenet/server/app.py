@@ -25,8 +25,9 @@ from edgenet import __version__
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials, CredentialsError
 from edgenet.server.acceptor import StreamListener
-from edgenet.server.connection import SHUTDOWN_MESSAGE, DeviceConnection
-from edgenet.server.descriptors import RateLimitedCount, connection_budget, log_fd_limit
+from edgenet.server.connection import DeviceConnection
+from edgenet.server.connectioncap import ConnectionCap
+from edgenet.server.descriptors import connection_budget, log_fd_limit
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
 from edgenet.server.rendezvous import Rendezvous
@@ -70,7 +71,7 @@ class EdgeServer:
         #: Device connections allowed at once (``config.max_connections``, or what the
         #: open-file limit allows when that is 0; set by ``start``).
         self.max_connections = config.max_connections
-        self._refusals = RateLimitedCount()
+        self._cap = ConnectionCap(config.max_connections)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._storage_watch: asyncio.Task[None] | None = None
         #: The UDP rendezvous and relay (None while closed or with --udp-port 0).
@@ -99,6 +100,7 @@ class EdgeServer:
         """Open the state, bind and start accepting. Returns the bound (host, port) addresses."""
         state = await self.open()
         self.max_connections, fd_limits = connection_budget(self.config.max_connections)
+        self._cap = ConnectionCap(self.max_connections)
         # Nobody is connected when the server starts: the device log starts empty.
         await state.device_log.write_now()
         ssl_context, handshake_timeout = None, None
@@ -122,7 +124,7 @@ class EdgeServer:
                                        busy, state.fd_exhaustion)
         else:
             listener = StreamListener(self._accept, ssl_context, handshake_timeout, busy,
-                                      state.fd_exhaustion)
+                                      state.fd_exhaustion, self._refusal)
         await listener.start(host, self.config.port)
         self._server = listener
         log_fd_limit(fd_limits, self.max_connections)
@@ -208,8 +210,9 @@ class EdgeServer:
                       peer: tuple[str, int] | None = None) -> None:
         """Serve one device connection; ``peer``: the device's address when a PROXY
         header named it (else the socket's peer)."""
-        if self.closing or len(self.connections) >= self.max_connections:
-            self._refuse(writer)
+        frame = self._refusal(writer.get_extra_info("peername") or ("?", 0))
+        if frame is not None:
+            self._refuse(writer, frame)
             return
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -235,20 +238,14 @@ class EdgeServer:
             if task is not None:
                 self._tasks.discard(task)
 
-    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+    def _refusal(self, peer: tuple[str, int], starting: int = 0) -> bytes | None:
+        """The frame that turns a connection away (None: serve it); ``starting``:
+        connections accepted but not yet served."""
+        return self._cap.refusal(len(self.connections) + starting, self.closing,
+                                 f"{peer[0]}:{peer[1]}", time.monotonic())
+
+    def _refuse(self, writer: asyncio.StreamWriter, frame: bytes) -> None:
         """Tell a connection over the limit (or arriving during shutdown) why, and close."""
-        reply: m.Reply
-        if self.closing:
-            reply = m.Notice("shutdown", SHUTDOWN_MESSAGE)
-        else:
-            peer = writer.get_extra_info("peername") or ("?", 0)
-            more = self._refusals.hit(time.monotonic())
-            if more is not None:  # at most one a second: a flood must not flood the log
-                log.warning("connection_refused", reason="max_connections",
-                            limit=self.max_connections, peer=f"{peer[0]}:{peer[1]}", more=more)
-            reply = m.ErrorReply(None, "server_busy", f"the server is at its limit of "
-                                 f"{self.max_connections} connections; try again later")
-        frame = encode_frame(m.reply_to_fields(reply))
         try:
             writer.write(frame)
         except Exception:  # noqa: BLE001, S110 - the peer may be gone already
