@@ -40,10 +40,11 @@ READ_SIZE = 256 * 1024
 #: Bytes of replies buffered for a peer before ``drain`` waits; a peer that keeps it
 #: full for ``send_timeout`` seconds is dropped.
 WRITE_BUFFER_HIGH = 256 * 1024
-#: An AED reply (megabytes at 20,000 devices) goes out in pieces of at most this size,
-#: each written once the previous one has left the process: every connection refers to
-#: the one shared listing (``listing.DeviceListing``) and buffers at most one piece of it
-#: of its own, however slowly its device reads.
+#: An AED reply larger than ``WRITE_BUFFER_HIGH`` (megabytes at 20,000 devices) goes out
+#: in pieces of at most this size, each written once the previous one has left the
+#: process: every connection refers to the one shared listing (``listing.DeviceListing``)
+#: and buffers at most one piece of it of its own, however slowly its device reads.
+#: A smaller one is written at once (pieces cost a write and a wake-up each).
 REPLY_PIECE = 16 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
 
@@ -353,7 +354,12 @@ class DeviceConnection:
             self.busy = False
         self._finish_command(req, reply, started)
         if isinstance(reply, list) and not self.proto.closed:
-            await self._stream(list(self.proto.send_encoded(reply)))
+            pieces = list(self.proto.send_encoded(reply))
+            if sum(len(piece) for piece in pieces) <= WRITE_BUFFER_HIGH:
+                for piece in pieces:  # small enough to buffer whole (fewer writes, no waits)
+                    self.writer.write(piece)
+            else:
+                await self._stream(pieces)
         await self._drain()
         return False
 
