@@ -61,7 +61,7 @@ def test_bad_fleet_options_are_one_line(args: list[str], message: str) -> None:
 def test_fleet_options_from_every_source(tmp_path: Path) -> None:
     toml = tmp_path / "edgenet.toml"
     toml.write_text('[server]\nfiles = "s3://edgenet-files/site-a"\nlease = 5\n'
-                    'proxy_protocol = true\ntrusted_proxies = "10.0.0.0/8"\n')
+                    'proxy_protocol = true\ntrusted_proxies = "198.51.100.0/24"\n')
     p = run(FLEET_PYZ, "--config", str(toml), "--print-config", "--node-id", "n1",
             env={"EDGENET_REDIS": "redis://127.0.0.1:6379/0",
                  "AWS_SECRET_ACCESS_KEY": "never-shown"})
@@ -70,7 +70,7 @@ def test_fleet_options_from_every_source(tmp_path: Path) -> None:
     assert 'redis = "redis://127.0.0.1:6379/0"  # $EDGENET_REDIS' in out
     assert 'files = "s3://edgenet-files/site-a"  # ' + str(toml) in out
     assert 'lease = "5"' in out and 'node_id = "n1"  # command line' in out
-    assert "proxy_protocol = true" in out and 'trusted_proxies = "10.0.0.0/8"' in out
+    assert "proxy_protocol = true" in out and 'trusted_proxies = "198.51.100.0/24"' in out
     assert "never-shown" not in out
     assert "redis_max_connections = " in out and "redis_pool_timeout = " in out
     # A password in the Redis URL is masked too.
