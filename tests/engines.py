@@ -176,6 +176,35 @@ class SeaweedEngine(Engine):
         (self.place / "data").mkdir(exist_ok=True)
         assert self.proc is not None
         wait_port(self.s3_port, self.proc, timeout=30, what="weed mini")
+        self._wait_bucket(30)
+
+    def _wait_bucket(self, timeout: float) -> None:
+        """The S3 port listens before the filer behind it serves the bucket: wait until
+        a HEAD of the bucket succeeds (a node started before that would fail its own)."""
+        import botocore.session
+        from botocore.config import Config
+
+        client = botocore.session.get_session().create_client(
+            "s3", region_name="us-east-1", endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1},
+                          s3={"addressing_style": "path"}))
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        try:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"weed mini exited with status {self.proc.returncode}")
+                try:
+                    client.head_bucket(Bucket=BUCKET)
+                    return
+                except Exception as exc:  # not serving yet: ask again
+                    last = exc
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise RuntimeError(f"weed mini did not serve the bucket within {timeout:g} s: {last}")
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         super().stop(sig)  # SeaweedFS is stopped with SIGKILL (it may linger otherwise)

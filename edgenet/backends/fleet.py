@@ -114,14 +114,28 @@ class Fleet:
             raise BackendStartError(str(exc)) from None
         s3 = self.s3 = S3Link(bucket, prefix, config.s3_endpoint, config.s3_region, creds)
         await s3.open()
-        try:
-            await s3.check()
-        except BackendUnavailable:
+        if not await self._s3_answers(s3):
+            await s3.close()
             raise BackendStartError(f"cannot reach the S3 bucket {bucket} at "
-                                    f"{config.s3_endpoint or 'AWS'}") from None
+                                    f"{config.s3_endpoint or 'AWS'}")
         store = await asyncio.to_thread(S3FileStore.open, link, s3, Path(config.data_dir))
         asyncio.get_running_loop().create_task(self._sweep(store))
         return store
+
+    @staticmethod
+    async def _s3_answers(s3: S3Link) -> bool:
+        """S3 answers a HEAD of the bucket; a store slow to answer (a loaded box, one
+        that is still starting) gets START_WAIT seconds of tries, as Redis does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_WAIT
+        while True:
+            try:
+                await s3.check()
+                return True
+            except BackendUnavailable:
+                if loop.time() >= deadline:
+                    return False
+            await asyncio.sleep(0.25)
 
     async def _sweep(self, store: object) -> None:
         from edgenet.backends.s3_store import S3FileStore
