@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from queue import Empty, Queue
+from typing import Any
 
 from tests.conftest import PYZ
 
@@ -89,6 +92,52 @@ class LiveClient:
                 stream.close()
 
 
+class StayingDevice:
+    """A headless device that stays logged in (``--stay``); its JSON lines are read as
+    they come, whole lines only (a line half written is kept for the next read). Its
+    stderr goes to a file, so that a chatty device never blocks on a full pipe."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the object
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._err, env=env)
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._partial = b""
+        self.lines: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every JSON line printed so far (the list grows as the device prints)."""
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            *whole, self._partial = (self._partial + chunk).split(b"\n")
+            self.lines += [json.loads(x) for x in whole if x.startswith(b"{")]
+        return self.lines
+
+    def errors(self) -> str:
+        """What the device wrote to stderr so far."""
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM (a device logs out and exits 0), SIGKILL if it does not exit in 30 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            status = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait(10)
+        self.read()
+        return status
+
+
 def peak_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -105,4 +154,4 @@ def wait_until(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:  #
     return bool(predicate())
 
 
-__all__ = ["LiveClient", "os", "peak_rss_kib", "run_script", "wait_until"]
+__all__ = ["LiveClient", "StayingDevice", "os", "peak_rss_kib", "run_script", "wait_until"]

@@ -62,6 +62,11 @@ async def start_server(config: ServerConfig, **changes: Any) -> EdgeServer:
     return server
 
 
+#: Seconds a server process may take to say it is ready, and to stop after SIGTERM
+#: (its shutdown grace included), on a loaded 2-core box.
+READY_SECONDS, STOP_SECONDS = 60.0, 30.0
+
+
 class ServerProcess:
     """A real ``edgenet server`` process; its port is read from the ready event."""
 
@@ -73,7 +78,7 @@ class ServerProcess:
                                      stderr=self._err, env=env)
         self.port = 0
         self.events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline and not self.port:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.stderr_path.read_text()}")
@@ -83,7 +88,8 @@ class ServerProcess:
             time.sleep(0.05)
         if not self.port:
             self.stop()
-            raise RuntimeError("server did not become ready in 20 s")
+            raise RuntimeError(f"server did not become ready in {READY_SECONDS:g} s: "
+                               f"{self.stderr_path.read_text(errors='replace')[-2000:]}")
 
     def read_events(self) -> list[dict[str, Any]]:
         self._err.flush()
@@ -100,7 +106,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -17,8 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.clientproc import StayingDevice
 from tests.conftest import CREDENTIALS, ROOT, ServerProcess
 from tests.engines import BUCKET, ENGINES, S3_KEY, S3_SECRET, HAProxyEngine, RedisEngine
+
+__all__ = ["FleetNode", "FleetRig", "StayingDevice", "commands", "results", "wait_for"]
 
 FLEET_PYZ = ROOT / "build" / "edgenet-fleet.pyz"
 #: Short enough that a killed node's devices go within a test, as the issue allows (<= 15).
@@ -26,7 +29,7 @@ LEASE = 2.0
 PASSWORDS = {"alpha": "alphapass", "beta": "betapass", "gamma": "gammapass"}
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, step: float = 0.05) -> Any:
     """Poll ``check`` until it returns something true (returned) or time runs out (None)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -116,7 +119,7 @@ class FleetRig:
         self.haproxy.start()
         assert self.wait_balanced(), "HAProxy did not see both nodes up"
 
-    def wait_balanced(self, timeout: float = 10.0) -> bool:
+    def wait_balanced(self, timeout: float = 60.0) -> bool:
         """Until every node is ready and a login through each pinned port works."""
         return bool(wait_for(lambda: all(n.api("/healthz")[0] == 200 for n in self.nodes)
                              and all(self.run(i, "gamma", "AED").returncode == 0
@@ -150,7 +153,7 @@ class FleetRig:
                 "0", "--name", name, "--password-file", str(secret), "--data-dir", str(data),
                 "--json", *extra]
 
-    def run(self, node: int | None, name: str, commands: str, timeout: float = 30
+    def run(self, node: int | None, name: str, commands: str, timeout: float = 120
             ) -> subprocess.CompletedProcess[str]:
         """A headless device runs ``commands`` ("EDG 1 10; UED 1") through HAProxy."""
         return subprocess.run(self.client_argv(node, name, "--run", commands),
@@ -168,32 +171,3 @@ def results(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 def commands(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     """The results of the commands it ran (not its login and logout)."""
     return [r for r in results(proc) if r.get("command") not in ("login", "logout")]
-
-
-class StayingDevice:
-    """A headless device that stays logged in (``--stay``); its JSON lines are read as
-    they come."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        os.set_blocking(self.proc.stdout.fileno(), False)  # type: ignore[union-attr]
-        self.lines: list[dict[str, Any]] = []
-
-    def read(self) -> list[dict[str, Any]]:
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                return self.lines
-            if line.startswith("{"):
-                self.lines.append(json.loads(line))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.clientproc import LiveClient, wait_until
+from tests.clientproc import LiveClient, StayingDevice, wait_until
 from tests.conftest import ServerProcess, server_argv
 
 
@@ -121,10 +121,15 @@ def test_password_file_and_script(server_process: ServerProcess, tmp_path: Path)
     assert "the MAX of file 3 is" in p.stdout
 
 
+#: Seconds a step of the restart test may take on a loaded box (each is a process
+#: starting, or a device reconnecting with backoff): generous, and bounded.
+PATIENCE = 60.0
+
+
 def _restart(server: ServerProcess, credentials: Path) -> ServerProcess:
     port = server.port
     server.stop()
-    assert wait_until(lambda: _port_free(port), timeout=10)
+    assert wait_until(lambda: _port_free(port), timeout=PATIENCE), f"port {port} still bound"
     return ServerProcess(server_argv() + [
         "server", str(port), "3", "--host", "127.0.0.1", "--credentials", str(credentials),
         "--data-dir", str(server.data_dir), "--log-format", "json", "--no-admin"],
@@ -141,55 +146,73 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _holds(folder: Path, content: bytes) -> bool:
+    """Whether a file of ``folder`` has ``content`` (a file may be renamed meanwhile)."""
+    for f in folder.iterdir():
+        try:
+            if f.is_file() and f.read_bytes() == content:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def test_stay_reconnects_after_restart_and_sigterm_logs_out(
         server_process: ServerProcess, credentials_file: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGENET_")}
     env["EDGENET_PASSWORD"] = "betapass"
     beta_dir = tmp_path / "beta"
     beta_dir.mkdir()
-    stay = subprocess.Popen(
+    stay = StayingDevice(
         [sys.executable, "-m", "edgenet", "client", "127.0.0.1", str(server_process.port), "0",
          "--data-dir", str(beta_dir), "--name", "beta", "--stay", "--json",
-         "--reconnect-max", "1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env)
+         "--reconnect-max", "1"], env=env)
     server = server_process
+
+    def logins() -> list[dict[str, Any]]:
+        return [e for e in stay.read() if e.get("command") == "login" and e.get("ok")]
+
     try:
-        assert wait_until(lambda: device_names(server.data_dir) == ["beta"], timeout=20)
+        assert wait_until(lambda: device_names(server.data_dir) == ["beta"], PATIENCE), \
+            (device_names(server.data_dir), stay.read())
         udp_before = (server.data_dir / "edge-device-log.txt").read_text().split("; ")[-1]
         server = _restart(server_process, credentials_file)
-        # The device comes back by itself, on the same UDP port.
-        assert wait_until(lambda: device_names(server.data_dir) == ["beta"], timeout=20)
+        # The device comes back by itself (a second login of its own), on the same UDP port.
+        assert wait_until(lambda: len(logins()) == 2
+                          and device_names(server.data_dir) == ["beta"], PATIENCE), \
+            (device_names(server.data_dir), stay.read())
         udp_after = (server.data_dir / "edge-device-log.txt").read_text().split("; ")[-1]
         assert udp_after == udp_before
         # A file sent to it after the restart arrives: the UDP endpoint outlived the link.
         payload = tmp_path / "alpha" / "clip.bin"
         payload.parent.mkdir()
         payload.write_bytes(os.urandom(200_000))
-        p = headless(server.port, tmp_path / "alpha", "--json", "--run", "UVF beta clip.bin")
+        p = headless(server.port, tmp_path / "alpha", "--json", "--run", "UVF beta clip.bin",
+                     timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
         uvf = next(r for r in json_lines(p.stdout) if r["command"] == "UVF beta clip.bin")
         assert uvf["ok"] and uvf["result"]["device"] == "beta"
         # Headless, a UVF's result is the end of the transfer, not its start.
         assert "has been uploaded to beta" in uvf["text"]
-        assert wait_until(lambda: any(f.is_file() and f.read_bytes() == payload.read_bytes()
-                                      for f in beta_dir.iterdir()), timeout=20)
+        content = payload.read_bytes()
+        assert wait_until(lambda: _holds(beta_dir, content), PATIENCE), \
+            sorted(f.name for f in beta_dir.iterdir())
         # SIGTERM: logged out at once, status 0.
-        stay.send_signal(signal.SIGTERM)
-        assert stay.wait(10) == 0
-        assert wait_until(lambda: device_names(server.data_dir) == [])
-        assert "logout" in {e.get("event") for e in server.read_events()}
-        out, err = stay.communicate(timeout=5)
-        events = json_lines(out)
-        assert [e.get("command") for e in events].count("login") == 2
-        assert any(e.get("event") == "disconnected" for e in events)
+        stay.proc.send_signal(signal.SIGTERM)
+        assert stay.proc.wait(PATIENCE) == 0
+        assert wait_until(lambda: device_names(server.data_dir) == [], PATIENCE), \
+            device_names(server.data_dir)
+        assert wait_until(lambda: "logout" in {e.get("event") for e in server.read_events()},
+                          PATIENCE), [e.get("event") for e in server.events][-10:]
+        events = stay.read()
+        err = stay.errors()
+        assert [e.get("command") for e in events].count("login") == 2, events
+        assert any(e.get("event") == "disconnected" for e in events), events
         assert any(e.get("event") == "peer" and "received" in e["message"]
                    and "clip.bin" in e["message"] for e in events), events
         assert "Traceback" not in err
     finally:
-        if stay.poll() is None:
-            stay.kill()
-            stay.wait(5)
+        stay.stop()
         if server is not server_process:
             server.stop()
 

@@ -304,7 +304,10 @@ class DeviceConnection:
             return False
         if isinstance(req, m.Logout):
             self._send(m.Ack(req.id))
-            await self._drain()
+            try:
+                await self._drain()
+            except (ConnectionError, OSError):
+                pass  # a device leaving need not wait for the ack: it logged out all the same
             return True
         if isinstance(req, m.Ping):
             self._send(m.Ack(req.id))
