@@ -4,10 +4,22 @@ Each runs as a process of the test session on loopback ports chosen free, and is
 stopped by the fixture that started it. Without the engine installed the tests
 that need it skip, unless ``EDGENET_REQUIRE_FLEET=1`` (set by .ci/run, which
 installs them), where a missing engine fails.
+
+An engine runs in a session (and process group) of its own, so that a Ctrl-C meant
+for pytest reaches pytest, which stops it in order. No path leaves one running:
+a start that fails stops what it started; whatever is still running when the
+interpreter exits is stopped by an ``atexit`` hook; and a test run killed outright
+(SIGKILL, or a signal pytest does not handle) takes its engines with it, through
+Linux's parent-death signal. Only processes of this registry are ever signalled,
+each through its own process group while its leader is still an unreaped child of
+ours (so the group is certainly the one we started).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import os
 import random
 import shutil
@@ -16,9 +28,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +74,7 @@ def free_port(grpc_offset: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0,
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0,
               what: str = "engine") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,25 +88,92 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0,
     raise RuntimeError(f"{what} did not listen on {port} within {timeout:g} s")
 
 
+#: Engine processes started by this process and not yet stopped.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Any:
+    """libc's prctl, looked up here (nothing may be imported or looked up between fork
+    and exec), or None where there is none (not Linux: atexit and the fixtures remain)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _death_signal(prctl: Any) -> Callable[[], None]:
+    def arm() -> None:  # in the engine's process, before exec: SIGKILL when we die
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    return arm
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` has ended, without reaping it (its group stays ours to signal)."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.returncode is None:  # not reaped: the group id is still our child's
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+
+def _wait_exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _exited(proc):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> None:
+    """Stop an engine and everything in its process group: ``sig``, SIGKILL after
+    ``timeout`` seconds; then the group's stragglers; then reap it."""
+    try:
+        if not _exited(proc):
+            _signal_group(proc, sig)
+            if not _wait_exited(proc, timeout):
+                _signal_group(proc, signal.SIGKILL)
+        _signal_group(proc, signal.SIGKILL)  # any child it left in its group
+        proc.wait(30)
+    finally:
+        _LIVE.discard(proc)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Engines no fixture stopped (a run aborted between start and teardown)."""
+    for proc in list(_LIVE):
+        stop_process(proc, signal.SIGKILL, timeout=5.0)
+
+
 class Engine:
     def __init__(self, log: Path) -> None:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        # The parent-death signal follows the thread that starts the engine: only the
+        # main thread (which lives as long as the run) may arm it.
+        prctl = _prctl() if threading.current_thread() is threading.main_thread() else None
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_death_signal(prctl) if prctl else None)
+        _LIVE.add(self.proc)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, sig)
         self.proc = None
 
 
@@ -127,13 +208,15 @@ class RedisEngine(Engine):
                 break
             except RuntimeError:
                 if attempt == 4 or self.proc.poll() is None:
+                    self.stop()
                     raise
+                self.stop()
                 if not self.started:
                     self.port = free_port()
                 time.sleep(0.2)
         self.started = True
         # Loading the append-only file after a restart: wait until it answers PING.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:  # a loaded box may take longer than a second to answer: ask again
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
@@ -143,7 +226,8 @@ class RedisEngine(Engine):
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("redis-server does not answer PING")
+        self.stop()
+        raise RuntimeError("redis-server does not answer PING within 60 s")
 
 
 class SeaweedEngine(Engine):
@@ -175,8 +259,12 @@ class SeaweedEngine(Engine):
                      f"-bucket={BUCKET}"], env=env)
         (self.place / "data").mkdir(exist_ok=True)
         assert self.proc is not None
-        wait_port(self.s3_port, self.proc, timeout=30, what="weed mini")
-        self._wait_bucket(30)
+        try:
+            wait_port(self.s3_port, self.proc, timeout=60, what="weed mini")
+            self._wait_bucket(60)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _wait_bucket(self, timeout: float) -> None:
         """The S3 port listens before the filer behind it serves the bucket: wait until
@@ -252,7 +340,11 @@ backend edgenet
     def start(self) -> None:
         self._spawn([self.exe, "-f", str(self.config), "-db"])
         assert self.proc is not None
-        wait_port(self.port, self.proc, what="haproxy")
+        try:
+            wait_port(self.port, self.proc, timeout=60, what="haproxy")
+        except RuntimeError:
+            self.stop()
+            raise
 
 
 class SessionEngines:
@@ -284,10 +376,13 @@ class SessionEngines:
         return self._seaweed
 
     def stop_all(self) -> None:
-        for engine in (self._redis, self._seaweed):
-            if engine is not None:
-                engine.stop()
+        engines = [e for e in (self._redis, self._seaweed) if e is not None]
         self._redis = self._seaweed = None
+        try:
+            for engine in engines:
+                engine.stop()
+        finally:
+            _stop_leftovers()
         if self._place is not None:
             shutil.rmtree(self._place, ignore_errors=True)
             self._place = None
