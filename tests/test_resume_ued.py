@@ -176,6 +176,44 @@ async def test_a_server_killed_and_restarted_mid_upload_is_resumed(
         server.stop()
 
 
+async def test_a_server_stopped_by_sigterm_mid_upload_keeps_what_it_received(
+        tmp_path: Path, credentials_file: Path, src: Path) -> None:
+    """SIGTERM with an upload streaming: after the grace the upload is cut, and its last
+    checkpoint (all that was received, here less than one periodic checkpoint's worth)
+    is written before the server exits; after a restart the device resumes from it."""
+    data = tmp_path / "srv"
+    server = start_server(data, credentials_file, "--shutdown-grace", "0.5")
+    held = 5_000_000  # under the first periodic checkpoint (8 MiB): only the cut's is kept
+    relay = await TcpRelay(server.port, hold_after=held).start()
+    try:
+        proc = await device(relay.port, src.parent, "--upload-retries", "20")
+        await asyncio.wait_for(relay.held.wait(), 60)
+
+        def received() -> int:
+            return sum(p.stat().st_size for p in (data / PARTIALS).glob("*.part"))
+        # The server has read all the relay let through (less the frames' headers).
+        await until(lambda: received() >= held - 100_000, what="the body written to the part",
+                    seen=received)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 0
+        kept = checkpoints(data)
+        assert len(kept) == 1 and int(kept[0]["offset"]) >= held - 100_000, kept  # type: ignore[call-overload]
+        server.stop()
+        server = start_server(data, credentials_file)
+        relay.upstream_port = server.port  # the device comes back through the relay
+        swept = events_of(server, "partials_swept")
+        assert swept and swept[0]["kept"] == 1, swept
+        code, out, err = await finish(proc)
+        assert code == 0, out + err
+        assert 9 <= resumed_at(out) <= 10, out  # 5 MB of 50
+        assert sha(data / "alpha-5.txt") == sha(src)
+        assert len(upload_lines(data, "alpha", 5)) == 1
+        assert relay.sent[-1] < SIZE - held + 1_000_000, relay.sent
+    finally:
+        await relay.close()
+        server.stop()
+
+
 async def test_a_file_changed_between_the_tries_starts_over(
         tmp_path: Path, credentials_file: Path, src: Path) -> None:
     data = tmp_path / "srv"

@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 #: Seconds given to connections to close after the grace for uploads, before they are cancelled.
 SHUTDOWN_GRACE = 3.0
+#: Seconds the last checkpoints of uploads cut by the shutdown may take to be written.
+CHECKPOINT_PATIENCE = 10.0
 
 
 #: Opens the shared state of a server (the embedded one by default; a fleet's backends).
@@ -193,6 +195,9 @@ class EdgeServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if self._state is not None and not await self._state.files.finish_background(
+                CHECKPOINT_PATIENCE):
+            log.warning("shutdown_checkpoints_unfinished", seconds=CHECKPOINT_PATIENCE)
         for hook in self.on_stop:
             await hook(self)
         if self.udp is not None:

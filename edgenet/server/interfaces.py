@@ -304,6 +304,12 @@ class FileStore(Protocol):
 
     async def files(self, device: str | None = None) -> list[StoredFile]: ...
 
+    async def finish_background(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, for the disk work the store runs on its own
+        (a cut upload's last checkpoint): a shutdown keeps what was received. False when
+        some was still running."""
+        ...
+
     async def log_records(self, log: LogName, *, limit: int, before: int | None = None,
                           device: str | None = None, since: float | None = None
                           ) -> list[tuple[int, FileRecord]]:

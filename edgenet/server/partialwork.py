@@ -83,6 +83,19 @@ class PartialUploads:
                 return
             await asyncio.sleep(0.05)
 
+    async def finish_background(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) for every partial's work in flight, the last
+        checkpoint of an upload a shutdown cut included: it waits for the checkpoint
+        before it, which the end of the event loop would otherwise cancel."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            tasks = {t for work in self._tasks.values() for t in work}
+            left = deadline - loop.time()
+            if not tasks or left <= 0:
+                return not tasks
+            await asyncio.wait(tasks, timeout=left)
+
     def drop_partial(self, key: Key, token: str) -> None:
         """Forget ``token``'s partial of ``key`` and remove its files (after the work in
         flight on them)."""
