@@ -37,7 +37,8 @@ def start_spy(py_spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def read_stacks(path: Path) -> tuple[int, Counter[str], Counter[str]]:
-    """Samples, and samples by leaf function and by any function on the stack."""
+    """Samples (imports at start-up left out), and samples by
+    leaf function and by any function on the stack."""
     total, leaf, inclusive = 0, Counter[str](), Counter[str]()
     if not path.exists():
         return 0, leaf, inclusive
@@ -46,6 +47,8 @@ def read_stacks(path: Path) -> tuple[int, Counter[str], Counter[str]]:
         if not n.isdigit():
             continue
         frames = stack.split(";")[1:]  # the first is the thread
+        if any("_find_and_load" in f for f in frames):
+            continue
         total += int(n)
         if frames:
             leaf[frames[-1]] += int(n)
@@ -92,7 +95,9 @@ def profile(pyz: Path, n: int, procs: int, py_spy: str) -> dict[str, Any]:
             result[name] = {
                 "busy": total / (RATE * seconds),
                 "top_self": [(f, c / total) for f, c in leaf.most_common(8)] if total else [],
-                "top_total": [(f, c / total) for f, c in inclusive.most_common(14)] if total else [],
+                # Leaving out the frames under which nearly everything runs (main, the loop).
+                "top_total": [(f, c / total) for f, c in inclusive.most_common(40)
+                              if c < 0.95 * total][:14] if total else [],
             }
     return result
 
