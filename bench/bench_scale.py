@@ -13,13 +13,18 @@ Three parts, each repeated ``--runs`` times, the servers taken in turn:
   the bare server's), then paced at ``--pace`` of the bare server's ceiling (p50/p99).
 
     python bench/bench_scale.py [--idle 1000,5000] [--slow 0] [--devices 1000]
-        [--seconds 5] [--runs 3] [--procs 2] [--baseline-pyz OLD.pyz]
+        [--seconds 5] [--slow-seconds 30] [--runs 3] [--procs 2] [--sources 8]
+        [--baseline-pyz OLD.pyz]
+
+The load generators (and the Mosquitto probe) connect from ``--sources`` loopback
+addresses, 127.0.0.2 on, each with its own ephemeral ports (0: all from 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -105,13 +110,17 @@ class Swarm:
                 p.wait(10)
 
 
+#: Loopback source addresses the load generators connect from (``--sources``).
+SOURCES = 8
+
+
 def loadgen_argv(port: int, seconds: float, total: int, *, loop: bool, rate: float = 0.0,
                  slow: bool = False) -> Callable[[int, int, int], list[str]]:
     def argv(first: int, count: int, batch: int) -> list[str]:
         out = Path(tempfile.gettempdir()) / f"edgenet-loadgen-{port}-{first}.json"
         return [str(HERE / "loadgen.py"), str(port), str(count), str(seconds), "--first",
                 str(first), "--total", str(total), "--rate", str(rate), "--sync",
-                "--batch", str(batch), "--out", str(out),
+                "--batch", str(batch), "--out", str(out), "--sources", str(SOURCES),
                 *(["--slow"] if slow else []), *([] if loop else ["--no-loop"])]
     return argv
 
@@ -202,7 +211,7 @@ def run_idle(kind: str, n: int, hold: float, procs: int, pyz: dict[str, Path]) -
             if kind == "mosquitto":
                 def argv(first: int, count: int, batch: int) -> list[str]:
                     return [str(HERE / "mqtt_probe.py"), str(port), str(count), "--first",
-                            str(first), "--batch", str(batch)]
+                            str(first), "--batch", str(batch), "--sources", str(SOURCES)]
                 swarm = Swarm(argv, n, procs)
             else:
                 swarm = Swarm(loadgen_argv(port, 0, n, loop=False), n, procs)
@@ -262,6 +271,7 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
     window = median([r["rate_window"] for r in results])
     mibs = [m for _, m in samples]
     half = len(mibs) // 2
+    third = len(mibs) // 3
     return {
         "kind": kind, "devices": n, "rate": rate or None, "slow": slow,
         "commands_per_s": len(lat) / window if window > 0 else 0.0,
@@ -275,6 +285,9 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
         "peak_rss_mib": max(mibs, default=logged_in / 1024),
         "first_half_peak_mib": max(mibs[:half], default=float("nan")),
         "second_half_peak_mib": max(mibs[half:], default=float("nan")),
+        # Flat or not: the median RSS of the first and of the last third of the run.
+        "first_third_median_mib": median(mibs[:third]) if third else float("nan"),
+        "last_third_median_mib": median(mibs[-third:]) if third else float("nan"),
         "over_cap": watch.over_cap, "rss_samples_mib": mibs,
     }
 
@@ -284,6 +297,7 @@ def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
 
 
 def main() -> int:
+    global SOURCES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--idle", default="1000,5000", help="device counts of the idle/login part")
     ap.add_argument("--slow", type=int, default=0, help="slow readers looping (0: skip)")
@@ -296,13 +310,20 @@ def main() -> int:
                     help="paced rate as a share of the bare server's closed-loop ceiling")
     ap.add_argument("--baseline-pyz", type=Path, help="a previous zipapp, run alternately")
     ap.add_argument("--no-mosquitto", action="store_true")
+    ap.add_argument("--slow-seconds", type=float, help="length of the slow part (default: --seconds)")
+    ap.add_argument("--sources", type=int, default=SOURCES,
+                    help="loopback source addresses of the load generators (0: 127.0.0.1 only)")
     args = ap.parse_args()
+    SOURCES = args.sources
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+          f"{args.sources or 1} source address(es)", flush=True)
     pyz = {"edgenet": PYZ}
     if args.baseline_pyz:
         pyz["before"] = args.baseline_pyz.resolve()
     trees = list(pyz)
     has_mq = mosquitto_path() is not None and not args.no_mosquitto
     out: dict[str, Any] = {"mosquitto": "installed" if has_mq else "not installed",
+                           "sources": args.sources, "load_average_start": os.getloadavg(),
                            "trees": {k: str(v) for k, v in pyz.items()}, "idle": [], "slow": [],
                            "commands": []}
     if not has_mq:
@@ -334,14 +355,17 @@ def main() -> int:
             f"{row[k]['server_login_cpu_share']:.2f} / loadgen {row[k]['loadgen_login_cpu_share']:.2f}"
             for k in per if k in row), flush=True)
     if args.slow:
+        slow_seconds = args.slow_seconds or args.seconds
         per = {k: [] for k in trees}
         for run in range(args.runs):
             for kind in trees[run % len(trees):] + trees[:run % len(trees)]:
-                per[kind].append(run_loop(kind, args.slow, args.seconds, args.procs, pyz, slow=True))
-        row = {"devices": args.slow, "seconds": args.seconds}
+                per[kind].append(run_loop(kind, args.slow, slow_seconds, args.procs, pyz,
+                                          slow=True))
+        row = {"devices": args.slow, "seconds": slow_seconds}
         for kind, rows in per.items():
             row[kind] = summarize(rows, ["peak_rss_mib", "logged_in_rss_mib", "idle_rss_mib",
                                          "first_half_peak_mib", "second_half_peak_mib",
+                                         "first_third_median_mib", "last_third_median_mib",
                                          "commands_per_s", "errors", "slow_readers_dropped",
                                          "server_cpu_share",
                                          "loadgen_cpu_share"])
@@ -350,7 +374,9 @@ def main() -> int:
         print(f"slow {args.slow:>6}: " + "  |  ".join(
             f"{k}: peak {row[k]['peak_rss_mib']:7.1f} MiB (logged in "
             f"{row[k]['logged_in_rss_mib']:.1f}, halves {row[k]['first_half_peak_mib']:.1f} / "
-            f"{row[k]['second_half_peak_mib']:.1f}), {row[k]['commands_per_s']:.0f} cmd/s, "
+            f"{row[k]['second_half_peak_mib']:.1f}, median of the first / last third "
+            f"{row[k]['first_third_median_mib']:.1f} / {row[k]['last_third_median_mib']:.1f}), "
+            f"{row[k]['commands_per_s']:.0f} cmd/s, "
             f"errors {row[k]['errors']:.0f}, dropped {row[k]['slow_readers_dropped']:.0f}, "
             f"over cap {row[k]['over_cap_runs']}" for k in per), flush=True)
     for n in (int(x) for x in args.devices.split(",") if x):
@@ -381,6 +407,8 @@ def main() -> int:
                   f"{row['paced'][k]['p50_ms']:.2f} p99 {row['paced'][k]['p99_ms']:.2f} ms, CPU "
                   f"server {row['closed'][k]['server_cpu_share']:.2f} / loadgen "
                   f"{row['closed'][k]['loadgen_cpu_share']:.2f}" for k in trees), flush=True)
+    out["load_average_end"] = os.getloadavg()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     save("scale", out)
     return 0
 

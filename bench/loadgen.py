@@ -6,7 +6,10 @@ server's pings. ``--slow`` makes every device a slow reader (an 8 KiB receive
 buffer and a pause after each read, a slow cellular link).
 
     python bench/loadgen.py PORT DEVICES SECONDS [--first N] [--rate R] [--slow]
-           [--no-loop] [--sync]
+           [--no-loop] [--sync] [--sources K]
+
+``--sources K`` spreads the devices over K loopback source addresses (127.0.0.2 on,
+bound before connect), each with its own ephemeral ports.
 
 It prints ``READY {json}`` once its devices are logged in (login timings in Unix
 time, so that several processes can be added up), and with ``--sync`` waits for a
@@ -37,6 +40,16 @@ READ_SIZE = 64 * 1024
 #: Bytes of a frame kept to look at (type, error); frames up to this size are kept whole.
 KEEP = 4096
 SLOW_RCVBUF = 8 * 1024
+#: Linux: the source port is chosen at connect, not at bind (so that one source
+#: address's ports are shared between destinations, as an unbound socket's are).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def source_address(index: int, sources: int) -> str | None:
+    """The loopback address device ``index`` connects from: 127.0.0.2 ... 127.0.0.(1 +
+    sources) in turn, each with its own ephemeral ports (None: let the kernel choose,
+    127.0.0.1, whose ~28,000 ports 20,000 connections nearly fill)."""
+    return f"127.0.0.{2 + index % sources}" if sources > 0 else None
 SLOW_PAUSE = 0.050
 #: One buffer for every socket's reads: ``buffer_updated`` runs right after the read
 #: that filled it, so the devices of a process never share it at the same time.
@@ -142,9 +155,10 @@ class DeviceProtocol(asyncio.BufferedProtocol):
 
 
 class Device:
-    def __init__(self, index: int, slow: bool) -> None:
+    def __init__(self, index: int, slow: bool, source: str | None = None) -> None:
         self.index = index
         self.slow = slow
+        self.source = source
         self.latencies: list[float] = []
         #: Send time of each command (to count only the steady state of a paced run).
         self.sent_at: list[float] = []
@@ -163,6 +177,9 @@ class Device:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
         sock.setblocking(False)
         try:
+            if self.source is not None:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.source, 0))
             await loop.sock_connect(sock, ("127.0.0.1", port))
         except BaseException:
             sock.close()
@@ -233,7 +250,8 @@ async def _read_line() -> str:
 async def main(a: argparse.Namespace) -> dict[str, object]:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    devices = [Device(a.first + i, a.slow) for i in range(a.devices)]
+    devices = [Device(a.first + i, a.slow, source_address(a.first + i, a.sources))
+               for i in range(a.devices)]
     cpu_login0 = time.process_time()
     t0 = time.time()
     failed = 0
@@ -310,6 +328,8 @@ if __name__ == "__main__":
     ap.add_argument("--no-loop", dest="loop", action="store_false",
                     help="log in only (no upload, no command loop)")
     ap.add_argument("--sync", action="store_true", help="wait for 'go' on stdin before looping")
+    ap.add_argument("--sources", type=int, default=0,
+                    help="loopback source addresses, from 127.0.0.2 on (0: 127.0.0.1)")
     ap.add_argument("--out", type=Path, help="write the result there (default: stdout)")
     args = ap.parse_args()
     args.total = args.total or args.devices

@@ -121,7 +121,11 @@ async def test_file_is_exact_after_a_burst_and_at_shutdown(many_server: ServerPr
         stay = sorted(devices)
         want = [(seq, f"dev{i}", 10000 + i) for seq, i in enumerate(stay, 1)]
         assert await asyncio.to_thread(wait_until, lambda: device_lines(server.data_dir) == want,
-                                       10.0)
+                                       10.0), \
+            f"after 10 s the device log lists {len(device_lines(server.data_dir))} devices, " \
+            f"{len(want)} expected; not expected: " \
+            f"{sorted(set(device_lines(server.data_dir)) - set(want))[:5]}, missing: " \
+            f"{sorted(set(want) - set(device_lines(server.data_dir)))[:5]}"
         # Logins just before a shutdown (within the interval): the file is exact after it.
         for i in range(0, 30, 3):
             devices[i] = await login(i)

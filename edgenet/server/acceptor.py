@@ -9,7 +9,7 @@ episode (``ExhaustionLog``), and sheds the backlog: it gives up its spare
 descriptor for a moment, accepts the waiting connections one at a time, sends
 each a one-line ``busy`` reply and closes it, then takes the spare again. When
 accepting works again it logs ``accepting_resumed``. Used by the device port
-(``StreamListener``, and ``ProxiedListener`` behind a load balancer) and by the
+(``DeviceListener``, and ``ProxiedListener`` behind a load balancer) and by the
 admin port (its aiohttp protocol is attached with ``connect_accepted_socket``).
 """
 
@@ -21,7 +21,7 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 
@@ -33,13 +33,13 @@ log = structlog.get_logger("edgenet.server")
 PAUSE = 0.1
 #: Connections shed (told ``busy`` and closed) per pause at most.
 SHED_PER_PAUSE = 64
-STREAM_LIMIT = 256 * 1024
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 #: Called with each accepted (non-blocking) socket and its peer address.
 OnSocket = Callable[[socket.socket, tuple[str, int]], None]
-#: Called with the streams of a device connection, as ``EdgeServer`` serves them.
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: Makes the protocol of one device connection, given the device's address when a
+#: PROXY header named it (None: the socket's peer is the device).
+ProtocolFactory = Callable[[tuple[str, int] | None], asyncio.Protocol]
 #: Called with the peer of a connection just accepted and how many are still starting:
 #: None to serve it, else the bytes to send it before it is closed at once.
 Admission = Callable[[tuple[str, int], int], "bytes | None"]
@@ -156,14 +156,15 @@ class Acceptor:
         return shed
 
 
-class StreamListener:
-    """The device port: accepted sockets become streams (TLS when configured) for
-    ``handler``. Connections still in their TLS handshake are cancelled by ``close``."""
+class DeviceListener:
+    """The device port: each accepted socket gets the protocol ``factory`` makes,
+    after the TLS handshake when configured. Connections still in their handshake
+    are cancelled by ``close``."""
 
-    def __init__(self, handler: StreamHandler, ssl_context: ssl.SSLContext | None,
+    def __init__(self, factory: ProtocolFactory, ssl_context: ssl.SSLContext | None,
                  handshake_timeout: float | None, busy: bytes, exhaustion: ExhaustionLog,
                  admission: Admission | None = None) -> None:
-        self._handler = handler
+        self._factory = factory
         self._admission = admission
         self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
@@ -198,33 +199,27 @@ class StreamListener:
         task.add_done_callback(self._pending.discard)
 
     async def _connection(self, sock: socket.socket) -> None:
-        opened = await open_streams(sock, self._ssl, self._handshake_timeout)
-        if opened is None:
-            return
-        current = asyncio.current_task()
-        if current is not None:  # from here on the connection is the server's
-            self._pending.discard(current)
-        await self._handler(*opened)
+        await attach(sock, lambda: self._factory(None), self._ssl, self._handshake_timeout)
 
 
-async def open_streams(sock: socket.socket, ssl_context: ssl.SSLContext | None,
-                       handshake_timeout: float | None
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-    """Streams over an accepted socket (after the TLS handshake); None if it failed."""
+async def attach(sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float | None,
+                 peer: str | None = None) -> bool:
+    """Give an accepted socket its protocol (after the TLS handshake). False if the
+    handshake failed (logged, the socket closed). ``peer``: the name to log."""
     loop = asyncio.get_running_loop()
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
-    protocol = asyncio.StreamReaderProtocol(reader)
     try:
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock, ssl=ssl_context,
+        await loop.connect_accepted_socket(
+            factory, sock, ssl=ssl_context,
             ssl_handshake_timeout=handshake_timeout if ssl_context else None)
     except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-        peer = "?"
-        with contextlib.suppress(OSError):
-            peer = "%s:%s" % sock.getpeername()[:2]
+        if peer is None:
+            peer = "?"
+            with contextlib.suppress(OSError):
+                peer = "%s:%s" % sock.getpeername()[:2]
         log.info("tls_handshake_failed", peer=peer, error=str(exc) or type(exc).__name__)
         sock.close()
-        return None
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+        return False
+    return True

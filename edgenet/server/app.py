@@ -13,7 +13,6 @@ import asyncio
 import gc
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,8 +23,8 @@ import structlog
 from edgenet import __version__
 from edgenet.config import ServerConfig
 from edgenet.server.auth import Credentials, CredentialsError
-from edgenet.server.acceptor import StreamListener
-from edgenet.server.connection import DeviceConnection
+from edgenet.server.acceptor import DeviceListener
+from edgenet.server.connection import ConnectionHooks, DeviceConnection
 from edgenet.server.connectioncap import ConnectionCap
 from edgenet.server.descriptors import connection_budget, log_fd_limit
 from edgenet.server.events import EventBuffer
@@ -66,10 +65,12 @@ class EdgeServer:
         self._state: ServerState | None = None
         self.closing = False
         self.connections: set[DeviceConnection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._hooks = ConnectionHooks(self._admit, self._closed)
+        #: Set once the last connection has ended (made by ``close``).
+        self._all_closed: asyncio.Future[None] | None = None
         #: Credentials reloads started by SIGHUP (cancelled, not awaited, on shutdown).
         self._reloads: set[asyncio.Task[None]] = set()
-        self._server: StreamListener | ProxiedListener | None = None
+        self._server: DeviceListener | ProxiedListener | None = None
         #: Device connections allowed at once (``config.max_connections``, or what the
         #: open-file limit allows when that is 0; set by ``start``).
         self.max_connections = config.max_connections
@@ -116,16 +117,16 @@ class EdgeServer:
             host = None
         busy = encode_frame(m.reply_to_fields(m.ErrorReply(
             None, "server_busy", "the server has run out of file descriptors; try again later")))
-        listener: StreamListener | ProxiedListener
+        listener: DeviceListener | ProxiedListener
         if self.config.proxy_protocol:
             from edgenet.server.proxied import ProxiedListener, parse_networks
 
-            listener = ProxiedListener(self._accept,
+            listener = ProxiedListener(self._connection,
                                        parse_networks(",".join(self.config.trusted_proxies)),
                                        ssl_context, handshake_timeout,
                                        busy, state.fd_exhaustion)
         else:
-            listener = StreamListener(self._accept, ssl_context, handshake_timeout, busy,
+            listener = DeviceListener(self._connection, ssl_context, handshake_timeout, busy,
                                       state.fd_exhaustion, self._refusal)
         await listener.start(host, self.config.port)
         self._server = listener
@@ -186,15 +187,15 @@ class EdgeServer:
             self._storage_watch.cancel()
         for conn in list(self.connections):
             conn.shutdown()
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks),
-                                            timeout=max(self.config.shutdown_grace, 0.1))
-            if pending:
-                log.warning("shutdown_aborting", connections=len(pending))
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        if self.connections:
+            self._all_closed = asyncio.get_running_loop().create_future()
+            done, _ = await asyncio.wait([self._all_closed],
+                                         timeout=max(self.config.shutdown_grace, 0.1))
+            if not done:
+                log.warning("shutdown_aborting", connections=len(self.connections))
+                for conn in list(self.connections):
+                    conn.cancel()
+                await asyncio.wait([self._all_closed], timeout=1.0)
         if self._state is not None and not await self._state.files.finish_background(
                 CHECKPOINT_PATIENCE):
             log.warning("shutdown_checkpoints_unfinished", seconds=CHECKPOINT_PATIENCE)
@@ -211,51 +212,29 @@ class EdgeServer:
 
     # -- connections ----------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      peer: tuple[str, int] | None = None) -> None:
-        """Serve one device connection; ``peer``: the device's address when a PROXY
-        header named it (else the socket's peer)."""
-        frame = self._refusal(writer.get_extra_info("peername") or ("?", 0))
-        if frame is not None:
-            self._refuse(writer, frame)
-            return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        conn = DeviceConnection(self.state, reader, writer, peer)
-        self.connections.add(conn)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            # Shutdown cancelled it after the grace. End the task normally: on 3.11 the
-            # stream's done-callback would print a traceback for a cancelled task.
-            pass
-        except Exception:  # a bug of ours: log it, keep serving everybody else
-            log.exception("connection_crashed", peer=conn.peer)
-        finally:
-            self.connections.discard(conn)
-            if task is not None:
-                self._tasks.discard(task)
+    def _connection(self, peer: tuple[str, int] | None) -> DeviceConnection:
+        """The protocol of one device connection; ``peer``: the device's address when a
+        PROXY header named it (else the socket's peer)."""
+        return DeviceConnection(self.state, self._hooks, peer)
+
+    def _admit(self, conn: DeviceConnection, peer: tuple[str, int]) -> bytes | None:
+        """A connection's transport is up: serve it (None), or the frame that turns it away."""
+        frame = self._refusal(peer)
+        if frame is None:
+            self.connections.add(conn)
+        return frame
+
+    def _closed(self, conn: DeviceConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None \
+                and not self._all_closed.done():
+            self._all_closed.set_result(None)
 
     def _refusal(self, peer: tuple[str, int], starting: int = 0) -> bytes | None:
         """The frame that turns a connection away (None: serve it); ``starting``:
         connections accepted but not yet served."""
         return self._cap.refusal(len(self.connections) + starting, self.closing,
                                  f"{peer[0]}:{peer[1]}", time.monotonic())
-
-    def _refuse(self, writer: asyncio.StreamWriter, frame: bytes) -> None:
-        """Tell a connection over the limit (or arriving during shutdown) why, and close."""
-        try:
-            writer.write(frame)
-        except Exception:  # noqa: BLE001, S110 - the peer may be gone already
-            pass
-        writer.close()  # flushes what is buffered, then closes
 
     async def _heartbeats(self) -> None:
         interval = max(0.05, min(1.0, self.config.heartbeat / 10))

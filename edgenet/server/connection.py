@@ -1,21 +1,35 @@
 """asyncio adapter for one device connection: bytes in, events out, work done.
 
-It reads from the stream, feeds the sans-I/O ``DeviceSession``, performs what
-each event asks (through ``commands``, ``login`` and the ``ServerState`` it is
-handed), writes the replies the session encodes, and on the way out removes the
-device from the active list, whatever ended the connection.
+``DeviceConnection`` is the connection's ``asyncio.Protocol``. ``data_received``
+feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
+waiting (pings, pongs, an upload's body, a bad request); the first event that does
+(a login, a command, the end of an upload, the end of the connection) starts a
+task that serves it and every event after it, and that ends as soon as the session
+needs data again. An idle connection therefore holds no task, no coroutine and no
+stream buffer: the transport, this object and its session (measured: about 5 KB a
+connection less than asyncio's streams and a task, docs/PERFORMANCE.md).
+
+Replies go through the transport; ``pause_writing``/``resume_writing`` are its
+backpressure: a peer that leaves more than ``WRITE_BUFFER_HIGH`` unread for the
+send timeout is dropped. Reading pauses while a task works and more than
+``READ_BUFFER_HIGH`` bytes wait in the session. What each request does is
+``serving.RequestServer``'s; on the way out the device leaves the active list,
+whatever ended the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from edgenet.server import commands, peering
-from edgenet.server.interfaces import BackendUnavailable, PendingUpload
-from edgenet.server.login import judge_login
+from edgenet.server.interfaces import BackendUnavailable
+from edgenet.server.serving import RequestServer, SlowReader
 from edgenet.server.session import (
     BadRequest,
     DeviceSession,
@@ -26,8 +40,8 @@ from edgenet.server.session import (
     PeerSilent,
     PingDue,
     RequestReceived,
+    SessionEvent,
     UploadData,
-    UploadDone,
     UploadStalled,
 )
 from edgenet.server.state import ServerState
@@ -36,9 +50,11 @@ from edgenet.wire.frames import NEED_DATA
 
 log = structlog.get_logger("edgenet.server")
 
-READ_SIZE = 256 * 1024
-#: Bytes of replies buffered for a peer before ``drain`` waits; a peer that keeps it
-#: full for ``send_timeout`` seconds is dropped.
+#: Bytes of requests read ahead of a task still serving an earlier one; past this
+#: the transport stops reading until the task is done (the session's decoder holds them).
+READ_BUFFER_HIGH = 256 * 1024
+#: Bytes of replies buffered for a peer before the serving task waits; a peer that
+#: keeps it full for ``send_timeout`` seconds is dropped.
 WRITE_BUFFER_HIGH = 256 * 1024
 #: An AED reply larger than ``WRITE_BUFFER_HIGH`` (megabytes at 20,000 devices) goes out
 #: in pieces of at most this size, each written once the previous one has left the
@@ -49,130 +65,195 @@ REPLY_PIECE = 16 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
 
 
-def unavailable_reply(request_id: int | None, exc: BackendUnavailable) -> m.ErrorReply:
-    """A request that needs the fleet's shared state while it is unreachable."""
-    return m.ErrorReply(request_id, "service_unavailable", exc.message)
+@dataclass(frozen=True)
+class ConnectionHooks:
+    """How connections tell their owner (the server) they start and end; one object
+    shared by all of them."""
+
+    #: Called with a connection whose transport is up and the socket's peer: None
+    #: (it is served, and the owner holds it) or the frame that turns it away.
+    admit: Callable[[DeviceConnection, tuple[str, int]], bytes | None]
+    #: Called once when an admitted connection has ended (the device has left).
+    closed: Callable[[DeviceConnection], None]
 
 
-class SlowReader(ConnectionError):
-    """The peer did not read its replies within the send timeout."""
+class _Drain:
+    """Not an event of the session: the serving task starts by waiting for the replies
+    written so far to leave (a peer that does not read stops being read)."""
 
 
-class DeviceConnection:
+_DRAIN = _Drain()
+_Work = SessionEvent | _Drain
+
+
+class DeviceConnection(RequestServer, asyncio.Protocol):
     """One TCP connection from a device, from hello to close."""
 
-    def __init__(self, state: ServerState, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, peer: tuple[str, int] | None = None) -> None:
-        self.state = state
+    write_high = WRITE_BUFFER_HIGH
+    reply_piece = REPLY_PIECE
+
+    __slots__ = ("_hooks", "_given_peer", "transport", "_tls", "_task",
+                 "_ended", "_lost", "_lost_reason", "_reading_paused", "_write_paused",
+                 "_drain_waiter")
+
+    def __init__(self, state: ServerState, hooks: ConnectionHooks,
+                 peer: tuple[str, int] | None = None) -> None:
         config = state.config
-        self.reader = reader
-        self.writer = writer
-        # The device's address: from a PROXY header when a balancer named it.
-        peer = peer or writer.get_extra_info("peername") or ("?", 0)
-        self.ip: str = str(peer[0])
+        # The session's clock starts again at ``connection_made`` (after TLS).
+        super().__init__(state, DeviceSession(config.max_upload, config.heartbeat,
+                                              time.monotonic(), config.login_timeout,
+                                              config.upload_idle_timeout))
+        self._hooks = hooks
+        #: The device's address from a PROXY header (None: the socket's peer).
+        self._given_peer = peer
+        self.transport: asyncio.Transport | None = None
+        self._tls = False
+        #: The task serving events now (None: idle, waiting for the device).
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+        self._lost = False
+        #: Why the connection ended when the transport said so first.
+        self._lost_reason: str | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        own = transport.get_extra_info("peername") or ("?", 0)
+        peer = self._given_peer or own
+        self.ip = str(peer[0])
         if self.ip.startswith("::ffff:") and "." in self.ip:
             self.ip = self.ip[7:]
         self.peer = f"{self.ip}:{peer[1]}"
-        self.proto = DeviceSession(config.max_upload, config.heartbeat, time.monotonic(),
-                                   config.login_timeout, config.upload_idle_timeout)
+        self._tls = transport.get_extra_info("sslcontext") is not None
+        refusal = self._hooks.admit(self, own)
+        if refusal is not None:  # told why and closed; it never was the server's
+            self._ended = self._closing = True
+            self.proto.close()
+            transport.write(refusal)
+            transport.close()  # flushes what is buffered, then closes
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         try:
-            writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         except (AttributeError, NotImplementedError):  # a transport without flow control
             pass
-        self._stop_after_command = False
-        self.name: str | None = None
-        #: The presence entry's session id once logged in.
-        self.session_id: str | None = None
-        self.commands = 0
-        self.bytes_uploaded = 0
-        self.busy = False
-        self._closing = False
-        self._upload: tuple[m.Upload, PendingUpload] | None = None
-        self._started = 0.0
-        #: True while a reply streams out in pieces: other frames wait for its end, so
-        #: that nothing lands inside it.
-        self._streaming = False
-        self._held: list[bytes] = []
-        self._close_after_stream: tuple[str, str] | None = None
+        now = time.monotonic()
+        self.proto.opened = self.proto.last_received = now
 
-    @property
-    def buffered(self) -> int:
-        """Bytes of replies this process holds for the device (not yet taken by the kernel)."""
-        return self.writer.transport.get_write_buffer_size()
-
-    @property
-    def version(self) -> int:
-        """The protocol version the hello settled on."""
-        return self.proto.version
-
-    # -- called by others (takeover, admin API, heartbeat, shutdown, UVF) -----
-
-    def tell(self, notice: m.PeerNotice) -> None:
-        """An unprompted frame for the device (a UVF is coming to it)."""
-        if self._closing or self.proto.closed:
+    def data_received(self, data: bytes) -> None:
+        if self._ended:
             return
-        if self._streaming:
-            self._held.append(self.proto.send(notice))
-        else:
-            self._send(notice)
+        self.proto.receive_data(data, time.monotonic())
+        if self._task is None:
+            self._pump()
+        elif self.proto.buffered > READ_BUFFER_HIGH and not self._reading_paused:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
 
-    def disconnect(self, kind: str, message: str) -> None:
-        """Tell the device why, then close. Safe to call more than once."""
-        if self._closing:
-            return
-        if self._streaming:
-            # The notice goes after the reply on the wire (each piece waits at most the
-            # send timeout): a frame in the middle of another would break the stream.
-            self._close_after_stream = self._close_after_stream or (kind, message)
-            return
-        self._closing = True
-        if not self.writer.transport.is_closing():  # else the transport is already gone
-            self._send(m.Notice(kind, message))  # the session's last word
-        self.proto.close()
-        if kind in ("timeout", "upload_timeout") and self.writer.transport.get_write_buffer_size():
-            # A silent peer may never read what is still buffered: do not wait to flush it.
-            self.writer.transport.abort()
-        else:
-            self.writer.close()
+    def eof_received(self) -> bool:
+        if not self._ended:
+            self.proto.receive_data(b"", time.monotonic())
+            if self._task is None:
+                self._pump()
+        # Plain TCP stays open for the replies still to come (the session closes it);
+        # asyncio's TLS ignores the answer (and warns when it is True).
+        return not self._tls
 
-    def shutdown(self) -> None:
-        """The server is stopping: close now, or after the upload or command in flight."""
-        if self.busy or self._upload is not None or self.proto.uploading:
-            self._stop_after_command = True
-        else:
-            self.disconnect("shutdown", SHUTDOWN_MESSAGE)
-
-    def heartbeat(self, now: float) -> None:
-        if self.busy or self._closing:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("Connection lost"))
+        if self._ended:
             return
-        action = self.proto.heartbeat_action(now)
-        if isinstance(action, UploadStalled):
-            file_id = self._upload[0].file_id if self._upload is not None else None
-            log.warning("upload_stalled", device=self.name, peer=self.peer, file_id=file_id,
-                        seconds=round(action.seconds, 1), received=action.received,
-                        expected=action.expected)
+        if exc is not None:
+            self._lost_reason = self._lost_reason or "connection_lost"
+        self.proto.receive_data(b"", time.monotonic())
+        if self._task is None:
+            if self._lost_reason is not None:
+                self._start(NEED_DATA)
+            else:
+                self._pump()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- events handled at once, and the serving task ---------------------------
+
+    def _pump(self) -> None:
+        """Handle what the session has, at once, until it needs data or an event needs
+        waiting for (then a task takes over from that event)."""
+        proto = self.proto
+        while True:
+            ev = proto.next_event()
+            if ev is NEED_DATA:
+                return
+            if not self._handle_now(ev):
+                self._start(ev)
+                return
+            if self._stop_after_command and self._upload is None:
+                self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+            if self._must_drain():
+                self._start(_DRAIN)
+                return
+
+    def _handle_now(self, ev: SessionEvent) -> bool:
+        """Handle ``ev`` if it needs no waiting (True), else leave it (False)."""
+        if isinstance(ev, UploadData):
             if self._upload is not None:
-                self._upload[1].abort()  # the temporary file goes now, not at the close
-            self.disconnect("upload_timeout", f"no upload data for {action.seconds:.0f} "
-                                              "seconds; closing the connection")
-            return
-        if isinstance(action, PingDue):
-            self.writer.write(action.frame)
-        elif isinstance(action, PeerSilent):
-            log.info("heartbeat_timeout", device=self.name, peer=self.peer)
-            self.disconnect("timeout", "no heartbeat from the device; closing the connection")
-        elif isinstance(action, LoginTimedOut):
-            log.info("login_timeout", peer=self.peer, seconds=action.seconds)
-            self.disconnect("login_timeout", f"no login within {action.seconds:g} "
-                                             "seconds; closing the connection")
+                self._upload[1].write(ev.data)
+            return True
+        if isinstance(ev, RequestReceived):
+            req = ev.request
+            if isinstance(req, m.Pong):
+                return True
+            if isinstance(req, m.Ping):
+                self._send(m.Ack(req.id))
+                return True
+            return False
+        if isinstance(ev, BadRequest):
+            log.info("bad_request", code=ev.code, device=self.name, peer=self.peer)
+            self._write(ev.reply)
+            return True
+        if isinstance(ev, HelloReceived):
+            self._send(m.HelloReply(self.proto.version, self.state.agent,
+                                    self.state.config.heartbeat))
+            return True
+        return False
 
-    # -- the connection's life ------------------------------------------------
+    def _must_drain(self) -> bool:
+        transport = self.transport
+        assert transport is not None
+        return transport.is_closing() or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH
 
-    async def run(self) -> None:
-        structlog.contextvars.bind_contextvars(peer=self.peer)
-        reason = "closed"
+    def _start(self, first: _Work) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(first))
+
+    async def _run(self, first: _Work) -> None:
+        binds: dict[str, Any] = {"peer": self.peer}
+        if self.name is not None:
+            binds.update(device=self.name, session=self.session_id)
+        structlog.contextvars.bind_contextvars(**binds)
+        reason: str | None = "closed"
         try:
-            reason = await self._serve()
+            reason = await self._serve(first)
         except SlowReader:
             reason = "slow_reader"
         except (ConnectionError, OSError):
@@ -181,18 +262,68 @@ class DeviceConnection:
             # Shutdown's grace is over (an upload or command still running): the device
             # is told why, as every other device was.
             reason = "server_shutdown"
-            if self._streaming:  # cut off inside a reply: no frame can follow it
-                self._closing = True
-                self.proto.close()
-                self.writer.transport.abort()
-            self.disconnect("shutdown", SHUTDOWN_MESSAGE)
-            raise
+            self._cut_off()
+        except Exception:  # a bug of ours: log it, keep serving everybody else
+            log.exception("connection_crashed", peer=self.peer)
         finally:
-            if self._upload is not None:
-                self._upload[1].abort()
+            self._task = None
+        if reason is None:  # idle again: the device's next bytes start the next task
+            if self._reading_paused and not self._ended:
+                self._reading_paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            return
+        await self._end(reason)
+
+    async def _serve(self, ev: _Work) -> str | None:
+        """Serve events from ``ev`` on. None: the session needs data (the connection is
+        idle again); else why the connection ended."""
+        while True:
+            if self._lost_reason is not None:
+                return self._lost_reason
+            if ev is NEED_DATA:
+                return None
+            if isinstance(ev, _Drain):
+                await self._drain()
+            elif isinstance(ev, PeerClosed):
+                return "disconnected" if not self._closing else "closed_by_server"
+            elif isinstance(ev, Fatal):
+                log.warning("protocol_error", code=ev.code, message=ev.message, device=self.name)
+                self._write(ev.reply)
+                await self._drain()
+                return "protocol_error"
+            elif self._handle_now(ev):
+                await self._drain()
+            elif isinstance(ev, RequestReceived):
+                if await self._request(ev.request):
+                    return "logout"
+            else:
+                await self._finish_upload()
+            if self._stop_after_command and self._upload is None:
+                self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+            ev = self.proto.next_event()
+
+    def _cut_off(self) -> None:
+        if self._streaming:  # cut off inside a reply: no frame can follow it
+            self._closing = True
+            self.proto.close()
+            assert self.transport is not None
+            self.transport.abort()
+        self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._upload is not None:
+            self._upload[1].abort()
+        try:
             await self._leave(reason)
-            if not self.writer.is_closing():
-                self.writer.close()
+        finally:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+            self._hooks.closed(self)
 
     async def _leave(self, reason: str) -> None:
         if self.name is None or self.session_id is None:
@@ -212,226 +343,124 @@ class DeviceConnection:
             event = "logout" if reason == "logout" else "disconnect"
             log.info(event, device=self.name, reason=reason, commands=self.commands)
 
-    async def _serve(self) -> str:
-        while True:
-            ev = self.proto.next_event()
-            if ev is NEED_DATA:
-                data = await self.reader.read(READ_SIZE)
-                self.proto.receive_data(data, time.monotonic())
-                continue
-            if isinstance(ev, PeerClosed):
-                return "disconnected" if not self._closing else "closed_by_server"
-            if isinstance(ev, Fatal):
-                log.warning("protocol_error", code=ev.code, message=ev.message, device=self.name)
-                self.writer.write(ev.reply)
-                await self._drain()
-                return "protocol_error"
-            if isinstance(ev, BadRequest):
-                log.info("bad_request", code=ev.code, device=self.name)
-                self.writer.write(ev.reply)
-                await self._drain()
-                continue
-            if isinstance(ev, HelloReceived):
-                self._send(m.HelloReply(self.proto.version, self.state.agent,
-                                        self.state.config.heartbeat))
-                await self._drain()
-                continue
-            if isinstance(ev, UploadData):
-                if self._upload is not None:
-                    self._upload[1].write(ev.data)
-                continue
-            if isinstance(ev, UploadDone):
-                await self._finish_upload()
-            elif isinstance(ev, RequestReceived):
-                done = await self._request(ev.request)
-                if done:
-                    return "logout"
-            if self._stop_after_command and self._upload is None:
-                self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+    # -- writing (``RequestServer`` writes through these) ------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of replies this process holds for the device (not yet taken by the kernel)."""
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    def _write(self, data: bytes | memoryview) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _transport_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _set_write_high(self, high: int) -> None:
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=high)
 
     async def _drain(self) -> None:
-        transport = self.writer.transport
+        transport = self.transport
+        assert transport is not None
         if transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH and not transport.is_closing():
-            return  # the common case: nothing to wait for (and wait_for costs a task)
+            return  # the common case: nothing to wait for
         await self._wait_written()
 
-    async def _stream(self, pieces: list[bytes | memoryview]) -> None:
-        """Write an already framed reply in pieces of at most ``REPLY_PIECE`` bytes,
-        each once the previous one has left the process (no copy of the reply is made;
-        what the kernel does not take of one piece is all this connection buffers)."""
-        transport = self.writer.transport
-        self._streaming = self.busy = True  # busy: a device reading slowly is not silent
-        try:
-            for piece in pieces:
-                view = memoryview(piece)
-                for start in range(0, len(view), REPLY_PIECE):
-                    if transport.is_closing():
-                        return
-                    self.writer.write(view[start:start + REPLY_PIECE])
-                    if transport.get_write_buffer_size():
-                        transport.set_write_buffer_limits(high=0)  # drain waits for empty
-                        try:
-                            await self._wait_written()
-                        finally:
-                            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        finally:
-            self._streaming = self.busy = False
-            held, self._held = self._held, []
-            for frame in held:
-                if not transport.is_closing():
-                    self.writer.write(frame)
-            if self._close_after_stream is not None:
-                self.disconnect(*self._close_after_stream)
-
     async def _wait_written(self) -> None:
+        """Wait until the transport resumes writing (its buffer is at its low mark).
+        Raises ConnectionResetError when the connection is gone, SlowReader when the
+        device does not read within the send timeout."""
+        assert self.transport is not None
+        if self.transport.is_closing():
+            await asyncio.sleep(0)  # let a pending connection_lost arrive first
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._write_paused:
+            return
+        waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self.writer.drain(), self.state.config.send_timeout)
+            await asyncio.wait_for(waiter, self.state.config.send_timeout)
         except asyncio.TimeoutError:
-            buffered = self.writer.transport.get_write_buffer_size()
+            buffered = self.transport.get_write_buffer_size()
             log.warning("slow_reader_dropped", device=self.name, peer=self.peer,
                         buffered=buffered, seconds=self.state.config.send_timeout)
             self._closing = True
             self.proto.close()
-            self.writer.transport.abort()
+            self.transport.abort()
             raise SlowReader("the peer does not read its replies") from None
-
-    async def _request(self, req: m.Request) -> bool:
-        """Serve one request. True when the connection should end (logout)."""
-        if isinstance(req, m.Pong):
-            return False
-        if isinstance(req, m.Login):
-            await self._login(req)
-            return False
-        if isinstance(req, m.Logout):
-            self._send(m.Ack(req.id))
-            try:
-                await self._drain()
-            except (ConnectionError, OSError):
-                pass  # a device leaving need not wait for the ack: it logged out all the same
-            return True
-        if isinstance(req, m.Ping):
-            self._send(m.Ack(req.id))
-            return False
-        assert self.name is not None  # the sans-I/O layer refuses commands before login
-        if isinstance(req, m.Upload):
-            self.busy = True
-            try:
-                pending = await commands.begin_upload(self.state, self.name, req)
-            finally:
-                self.busy = False
-            self._upload = (req, pending)
-            self._started = time.perf_counter()
-            if req.size == 0:
-                await self._finish_upload()
-            return False
-        started = time.perf_counter()
-        self.busy = True
-        reply: m.Reply | list[bytes | memoryview]
-        try:
-            if isinstance(req, m.Compute):
-                reply = await commands.compute(self.state, self.name, req)
-            elif isinstance(req, m.Delete):
-                reply = await commands.delete(self.state, self.name, req)
-            elif isinstance(req, m.ListDevices):
-                reply = await self.state.listing.reply(req.id, self.name)
-            elif isinstance(req, m.Lookup):
-                reply = await commands.lookup(self.state, self.name, req)
-            elif isinstance(req, m.UploadOffset):
-                reply = await commands.upload_offset(self.state, self.name, req)
-            elif isinstance(req, m.Connect):
-                reply = await peering.connect(self.state, self.name, req, time.monotonic())
-            elif isinstance(req, m.UdpRegister):
-                assert self.session_id is not None
-                reply = peering.udp_register(self.state, self.name, self.session_id, self.ip,
-                                             req, time.monotonic())
-            else:  # pragma: no cover - every request type is handled above
-                reply = m.ErrorReply(getattr(req, "id", None), "unknown_type",
-                                     "unsupported request")
-        except BackendUnavailable as exc:
-            reply = unavailable_reply(getattr(req, "id", None), exc)
-        except Exception:  # a bug of ours: one failed command, not a dead session
-            log.exception("command_failed", device=self.name, command=type(req).__name__)
-            reply = m.ErrorReply(getattr(req, "id", None), "internal",
-                                 "the server failed to run the command")
         finally:
-            self.busy = False
-        self._finish_command(req, reply, started)
-        if isinstance(reply, list) and not self.proto.closed:
-            pieces = list(self.proto.send_encoded(reply))
-            if sum(len(piece) for piece in pieces) <= WRITE_BUFFER_HIGH:
-                for piece in pieces:  # small enough to buffer whole (fewer writes, no waits)
-                    self.writer.write(piece)
-            else:
-                await self._stream(pieces)
-        await self._drain()
-        return False
+            self._drain_waiter = None
 
-    async def _finish_upload(self) -> None:
-        assert self._upload is not None and self.name is not None
-        req, up = self._upload
-        self.busy = True
-        try:
-            reply = await commands.finish_upload(self.state, self.name, up, req)
-        finally:
-            self.busy = False
-            self._upload = None
-        if isinstance(reply, m.UploadOk):
-            self.bytes_uploaded += reply.bytes
-            log.info("upload", device=self.name, file_id=req.file_id, samples=reply.samples,
-                     bytes=reply.bytes)
-        self._finish_command(req, reply, self._started)
-        await self._drain()
+    # -- called by others (takeover, admin API, heartbeat, shutdown, UVF) -----
 
-    def _finish_command(self, req: m.Request, reply: m.Reply | list[bytes | memoryview],
-                        started: float) -> None:
-        if isinstance(reply, m.ErrorReply):
-            outcome = reply.code
-            self._send(reply)
-        elif isinstance(reply, list):  # already framed, in pieces (AED): ``_stream`` writes it
-            outcome = "ok"
-        else:
-            outcome = "ok"
-            self._send(reply)
-        self.commands += 1
-        log.info("command", device=self.name, command=commands.COMMAND_NAMES[type(req).__name__],
-                 outcome=outcome, duration_ms=round((time.perf_counter() - started) * 1000, 3))
-        if isinstance(reply, m.DeleteOk):
-            log.info("delete", device=self.name, file_id=reply.file_id, samples=reply.samples)
-
-    def _send(self, reply: m.Reply) -> None:
-        """Write a reply through the session (nothing once it is closed: a notice was
-        the last word, or the peer is gone)."""
-        if not self.proto.closed:
-            self.writer.write(self.proto.send(reply))
-
-    async def _login(self, req: m.Login) -> None:
-        state = self.state
-        self.busy = True  # a slow hash check is not a silent peer
-        try:
-            refused = await judge_login(state, req, self.ip)
-            # A takeover closes the older session through ``Presence.on_evict`` (wherever
-            # it lives: on another node, when its kick arrives).
-            joined = None if refused is not None or self._closing else \
-                await state.presence.join(req.name, self.ip, req.udp_port, state.clock())
-        except BackendUnavailable as exc:  # fail closed: nobody logs in without the fleet
-            log.warning("login_unavailable", device=req.name, error=exc.message)
-            refused, joined = unavailable_reply(req.id, exc), None
-        finally:
-            self.busy = False
-        if joined is None:
-            if refused is not None:
-                self._send(refused)
-                await self._drain()
+    def disconnect(self, kind: str, message: str) -> None:
+        """Tell the device why, then close. Safe to call more than once."""
+        if self._closing:
             return
-        dev = joined.device
-        self.name, self.session_id = req.name, dev.session_id
-        state.sessions.add(dev.session_id, self)
-        structlog.contextvars.bind_contextvars(device=req.name, session=dev.session_id)
-        if joined.replaced is not None:
-            old = state.sessions.get(joined.replaced.session_id)
-            log.info("takeover", device=req.name,
-                     old_peer=joined.replaced.ip if old is None else old.peer)
-        await state.device_log.request()
-        log.info("login", device=req.name, udp_port=req.udp_port)
-        self._send(m.LoginOk(req.id, dev.session_id, req.name))
-        await self._drain()
+        if self._streaming:
+            # The notice goes after the reply on the wire (each piece waits at most the
+            # send timeout): a frame in the middle of another would break the stream.
+            self._close_after_stream = self._close_after_stream or (kind, message)
+            return
+        self._closing = True
+        transport = self.transport
+        if transport is None:
+            self.proto.close()
+            return
+        if not transport.is_closing():  # else the transport is already gone
+            self._send(m.Notice(kind, message))  # the session's last word
+        self.proto.close()
+        if kind in ("timeout", "upload_timeout") and transport.get_write_buffer_size():
+            # A silent peer may never read what is still buffered: do not wait to flush it.
+            transport.abort()
+        else:
+            transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now, or after the upload or command in flight."""
+        if self.busy or self._upload is not None or self.proto.uploading:
+            self._stop_after_command = True
+        else:
+            self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+
+    def cancel(self) -> None:
+        """Shutdown's grace is over: stop what runs (the device is told why) and end."""
+        if self._ended:
+            return
+        if self._task is not None:
+            self._task.cancel()
+            return
+        # Idle (an upload waiting for its next bytes): end as a cancelled task would.
+        self._cut_off()
+        self._lost_reason = "server_shutdown"
+        self._start(NEED_DATA)
+
+    def heartbeat(self, now: float) -> None:
+        if self.busy or self._closing:
+            return
+        action = self.proto.heartbeat_action(now)
+        if isinstance(action, UploadStalled):
+            file_id = self._upload[0].file_id if self._upload is not None else None
+            log.warning("upload_stalled", device=self.name, peer=self.peer, file_id=file_id,
+                        seconds=round(action.seconds, 1), received=action.received,
+                        expected=action.expected)
+            if self._upload is not None:
+                self._upload[1].abort()  # the temporary file goes now, not at the close
+            self.disconnect("upload_timeout", f"no upload data for {action.seconds:.0f} "
+                                              "seconds; closing the connection")
+            return
+        if isinstance(action, PingDue):
+            self._write(action.frame)
+        elif isinstance(action, PeerSilent):
+            log.info("heartbeat_timeout", device=self.name, peer=self.peer)
+            self.disconnect("timeout", "no heartbeat from the device; closing the connection")
+        elif isinstance(action, LoginTimedOut):
+            log.info("login_timeout", peer=self.peer, seconds=action.seconds)
+            self.disconnect("login_timeout", f"no login within {action.seconds:g} "
+                                             "seconds; closing the connection")

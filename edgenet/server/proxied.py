@@ -2,9 +2,9 @@
 
 ``ProxiedListener`` accepts connections itself (``loop.sock_accept``) so that it
 can read the PROXY header from the raw socket byte-exactly, before asyncio's
-streams or TLS see anything: the header is read through ``proxyproto``, then the
-socket becomes a stream (``loop.connect_accepted_socket``), with TLS starting
-after the header when the server serves TLS. A connection from an address that
+transport or TLS sees anything: the header is read through ``proxyproto``, then
+the socket gets the device connection's protocol (``acceptor.attach``), with TLS
+starting after the header when the server serves TLS. A connection from an address that
 is not a trusted proxy is closed at once (``untrusted_proxy``); a header that is
 malformed or does not arrive within ``HEADER_TIMEOUT`` closes it too
 (``proxy_header_invalid``). The device's address from the header is what the
@@ -14,15 +14,14 @@ rest of the server sees (logs, AED, UVF lookups, the login limiter, the admin AP
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
-from edgenet.server.acceptor import Acceptor, bind_listeners
+from edgenet.server.acceptor import Acceptor, ProtocolFactory, attach, bind_listeners
 from edgenet.server.descriptors import ExhaustionLog
 from edgenet.server.proxyproto import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
 
@@ -30,12 +29,8 @@ log = structlog.get_logger("edgenet.server")
 
 #: Seconds a trusted proxy has to send the whole header after connecting.
 HEADER_TIMEOUT = 10.0
-STREAM_LIMIT = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-#: Called with the streams and the device's (ip, port), as ``EdgeServer`` serves them.
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]],
-                   Awaitable[None]]
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
@@ -77,10 +72,10 @@ async def read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> P
 class ProxiedListener:
     """Listening sockets whose connections start with a PROXY header."""
 
-    def __init__(self, handler: Handler, trusted: Sequence[Network],
+    def __init__(self, factory: ProtocolFactory, trusted: Sequence[Network],
                  ssl_context: ssl.SSLContext | None, handshake_timeout: float | None,
                  busy: bytes = b"", exhaustion: ExhaustionLog | None = None) -> None:
-        self._handler = handler
+        self._factory = factory
         self._busy = busy
         self._exhaustion = exhaustion if exhaustion is not None else ExhaustionLog()
         self._acceptor: Acceptor | None = None
@@ -126,22 +121,5 @@ class ProxiedListener:
             sock.close()
             return
         device = header.source if header.source is not None else peer
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self._ssl,
-                ssl_handshake_timeout=self._handshake_timeout if self._ssl else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-            log.info("tls_handshake_failed", peer=f"{device[0]}:{device[1]}",
-                     error=str(exc) or type(exc).__name__)
-            sock.close()
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        # From here on the connection is the server's (its shutdown is ordered there).
-        current = asyncio.current_task()
-        if current is not None:
-            self._pending.discard(current)
-        await self._handler(reader, writer, device)
+        await attach(sock, lambda: self._factory(device), self._ssl, self._handshake_timeout,
+                     f"{device[0]}:{device[1]}")

@@ -132,6 +132,12 @@ _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 
 
 class DeviceSession:
+    # One a connection, 20,000 of them held at once: no instance dict.
+    __slots__ = ("_decoder", "phase", "heartbeat", "login_timeout", "upload_idle_timeout",
+                 "opened", "last_received", "_last_ping", "_ping_id", "_uploading",
+                 "_upload_expected", "_upload_received", "_discarding", "_hello_answered",
+                 "_login_id", "version")
+
     def __init__(self, max_upload: int, heartbeat: float, now: float,
                  login_timeout: float | None = None,
                  upload_idle_timeout: float | None = None) -> None:
@@ -161,6 +167,11 @@ class DeviceSession:
     def receive_data(self, data: bytes, now: float) -> None:
         self.last_received = now
         self._decoder.receive_data(data)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out as events."""
+        return self._decoder.buffered
 
     def next_event(self) -> SessionEvent:
         while True:

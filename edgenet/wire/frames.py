@@ -104,6 +104,9 @@ class FrameDecoder:
     broken and keeps raising the same error.
     """
 
+    __slots__ = ("_max_header", "_max_body", "_buf", "_direct", "_body_left", "_in_body",
+                 "_eof", "_error")
+
     def __init__(self, max_header: int = MAX_HEADER, max_body: int = DEFAULT_MAX_BODY) -> None:
         self._max_header = max_header
         self._max_body = max_body
