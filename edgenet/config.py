@@ -114,6 +114,10 @@ class ClientConfig:
     chunk_size: int = 1400
     #: UDP port announced to the server instead of the bound one (NAT, port forwarding).
     advertise_udp_port: int | None = None
+    #: UVF: how long the part of a file whose transfer stopped is kept for the same sender to
+    #: resume it (hours; 0 keeps none), and the bytes of such parts kept at most.
+    uvf_resume_hours: float = 24.0
+    uvf_resume_budget: int = 4 * 2**30
 
 
 def option_default(value: object) -> str | None:

@@ -6,6 +6,7 @@ import hashlib
 import heapq
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -66,9 +67,13 @@ def run_transfer(
     sender_config: SenderConfig | None = None,
     receiver_config: ReceiverConfig | None = None,
     kill_receiver_at: float | None = None,
+    held: int = 0,
+    to_sender: Callable[[bytes], bytes | None] | None = None,
 ) -> tuple[Sender, Receiver | None, io.BytesIO, list[object], float]:
+    """``held``: the receiver resumes with the first ``held`` bytes already in its file.
+    ``to_sender`` may change or drop (None) each datagram on its way to the sender."""
     now = 0.0
-    sink = io.BytesIO()
+    sink = io.BytesIO(data[:held])
     sender = Sender(
         transfer_id=42,
         peer=RECEIVER_ADDR,
@@ -123,7 +128,9 @@ def run_transfer(
         while channel.queue and channel.queue[0][0] <= now:
             _, _, dest, d = heapq.heappop(channel.queue)
             if dest == "s":
-                sender.receive_datagram(d, RECEIVER_ADDR, now)
+                changed = d if to_sender is None else to_sender(d)
+                if changed is not None:
+                    sender.receive_datagram(changed, RECEIVER_ADDR, now)
             elif kill_receiver_at is not None and now >= kill_receiver_at:
                 pass  # the receiver is gone: datagrams vanish
             elif receiver is None:
@@ -135,6 +142,8 @@ def run_transfer(
                     now=now,
                     config=receiver_config or ReceiverConfig(window_bytes=512 * chunk),
                 )
+                if held:
+                    receiver.resume_from(held, hashlib.sha256(data[:held]))
             else:
                 receiver.receive_datagram(d, SENDER_ADDR, now)
         for core in (sender, receiver):

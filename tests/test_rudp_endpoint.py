@@ -16,6 +16,7 @@ import pytest
 
 from edgenet.rudp import TransferError, TransferEvent, TransferOptions
 from edgenet.rudp import packet as pk
+from edgenet.rudp import sidecar as sc
 from edgenet.rudp.endpoint import TransferEndpoint
 from tests.filedata import bench_uvf, make_file, sha
 
@@ -24,6 +25,18 @@ pytestmark = pytest.mark.timeout(60)
 
 def visible(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
+
+
+def kept_partial(directory: Path, sender: str = "alpha", filename: str = "big.bin") -> list[str]:
+    """The names a stopped transfer leaves for a resume (its partial file and record), after
+    checking the record says what was received; no final file, no temp file."""
+    key = sc.partial_key(sender, filename)
+    record = sc.decode((directory / sc.sidecar_name(key)).read_bytes())
+    partial = directory / sc.partial_name(key)
+    assert (record.sender, record.filename) == (sender, filename)
+    assert record.ranges == ((0, partial.stat().st_size),) and record.prefix >= 1_000_000
+    assert partial.stat().st_mode & 0o777 == 0o600
+    return sorted([sc.partial_name(key), sc.sidecar_name(key)])
 
 
 @pytest.fixture
@@ -107,7 +120,8 @@ async def test_receiver_killed_mid_transfer(tmp_path: Path, pair: Callable[..., 
         await asyncio.wait_for(task, 10)
     assert info.value.code == "timeout"
     assert loop.time() - killed < 1.5 + 1.0
-    assert visible(tmp_path / "beta") == []  # neither a final file nor the temp file
+    # Neither a final file nor the temp file: the part received, kept for a resume.
+    assert visible(tmp_path / "beta") == kept_partial(tmp_path / "beta")
     assert alpha.active_transfers() == 0
 
 
@@ -121,7 +135,7 @@ async def test_receiver_closing_tells_sender(tmp_path: Path, pair: Callable[...,
     with pytest.raises(TransferError) as info:
         await asyncio.wait_for(task, 5)
     assert info.value.code == "closed" and "peer" in info.value.message
-    assert visible(tmp_path / "beta") == []
+    assert visible(tmp_path / "beta") == kept_partial(tmp_path / "beta")
 
 
 async def test_sender_killed_receiver_cleans_up(
@@ -140,7 +154,7 @@ async def test_sender_killed_receiver_cleans_up(
     assert await beta.wait_idle(3.0)
     failed = [e for e in events if e.kind == "incoming_failed"]
     assert failed and failed[0].code == "timeout"
-    assert visible(tmp_path / "beta") == []
+    assert visible(tmp_path / "beta") == kept_partial(tmp_path / "beta")
 
 
 async def test_existing_file_gets_numbered_name(
@@ -414,7 +428,32 @@ async def test_cancelled_send_aborts_receiver(tmp_path: Path, pair: Callable[...
         await task
     assert await beta.wait_idle(3)
     assert [e.code for e in events if e.kind == "incoming_failed"] == ["cancelled"]
-    assert visible(tmp_path / "beta") == []
+    assert visible(tmp_path / "beta") == kept_partial(tmp_path / "beta")
+
+
+async def test_a_new_sender_resumes_the_part_a_killed_one_left(
+    tmp_path: Path, pair: Callable[..., object]
+) -> None:
+    src = make_file(tmp_path / "big.bin", 30 * 10**6)
+    opts = TransferOptions(idle_timeout=1.0)
+    events: list[TransferEvent] = []
+    alpha = await pair("alpha", options=opts)  # type: ignore[misc]
+    beta = await pair("beta", options=opts, on_event=events.append)  # type: ignore[misc]
+    task = asyncio.ensure_future(alpha.send_file(("127.0.0.1", beta.port), src, "alpha"))
+    await _wait_for_part(tmp_path / "beta", 3_000_000)
+    await alpha.close(notify_peers=False)  # as a kill -9: the receiver hears nothing more
+    with pytest.raises(TransferError):
+        await task
+    assert await beta.wait_idle(5.0)
+    kept = kept_partial(tmp_path / "beta")
+    again = await pair("alpha2", options=opts)  # type: ignore[misc]
+    sent = await asyncio.wait_for(again.send(("127.0.0.1", beta.port), src, "alpha"), 30)
+    assert sent.size == 30 * 10**6 and 3_000_000 <= sent.resumed_at < sent.size
+    assert sha(tmp_path / "beta" / "alpha_big.bin") == sha(src)
+    assert visible(tmp_path / "beta") == ["alpha_big.bin"]  # the partial and record are gone
+    assert kept and beta.stats.transfers_resumed == 1
+    done = [e for e in events if e.kind == "incoming_done"]
+    assert done[-1].resumed_at == sent.resumed_at
 
 
 if sys.platform != "linux":  # pragma: no cover - the suite targets Linux CI

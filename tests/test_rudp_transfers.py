@@ -36,6 +36,8 @@ class MemoryDisk:
     sources: dict[int, bytes] = field(default_factory=dict)
     fail: dict[type, str] = field(default_factory=dict)
     done: list[fo.FileOp] = field(default_factory=list)
+    #: Kept partials: (sender, file name) -> (SHA-256, size, bytes held).
+    partials: dict[tuple[str, str], tuple[bytes, int, bytes]] = field(default_factory=dict)
 
     def run(self, op: fo.FileOp) -> fo.FileOpResult:
         self.done.append(op)
@@ -62,6 +64,19 @@ class MemoryDisk:
             return [src[o : o + n] for o, n in op.ranges]
         elif isinstance(op, fo.Release) and op.remove_temp:
             self.files.pop(temp, None)
+        elif isinstance(op, fo.ClaimPartial):
+            kept = self.partials.pop((op.sender, op.filename), None)
+            if kept is None or kept[:2] != (op.sha256, op.size):
+                return fo.PartialClaim(0, None, "" if kept is None else "the file changed")
+            held = len(kept[2]) - len(kept[2]) % op.chunk_size
+            self.files[temp] = bytearray(kept[2][:held])
+            return fo.PartialClaim(held, hashlib.sha256(kept[2][:held]))
+        elif isinstance(op, fo.ParkPartial):
+            data = bytes(self.files.pop(temp)[: op.held])
+            self.partials[(op.sender, op.filename)] = (op.sha256, op.size, data)
+            return fo.PartialParked(True)
+        elif isinstance(op, fo.SweepPartials):
+            return fo.PartialsSwept(())
         return None
 
 
@@ -121,10 +136,14 @@ class World:
             self.at(self.now + side.disk.delay, functools.partial(self.finish, side, op))
 
     def deliver(self, side: Side, source: tuple[str, int], data: bytes) -> None:
+        if side is not self.alpha and side is not self.beta:
+            return  # a side that was killed (restart_alpha)
         side.core.receive_datagram(data, source, source, self.now)
         self.transmit(side)
 
     def finish(self, side: Side, op: fo.FileOp) -> None:
+        if side is not self.alpha and side is not self.beta:
+            return
         side.busy.discard(op.transfer_id)
         side.core.file_op_done(op, side.disk.run(op), self.now)
         self.transmit(side)
@@ -153,7 +172,8 @@ class World:
     def settled(self) -> bool:
         """Both sides idle, every ended transfer's file released."""
         return all(not s.core.busy and s.core.running() == 0 and not s.busy
-                   and (not s.disk.done or isinstance(s.disk.done[-1], fo.Release))
+                   and (not s.disk.done
+                        or isinstance(s.disk.done[-1], (fo.Release, fo.ParkPartial)))
                    for s in (self.alpha, self.beta))
 
 
@@ -184,10 +204,12 @@ def test_a_file_goes_through_both_cores_and_an_in_memory_disk(loss: float,
     assert world.alpha.logs[-1].fields["direction"] == "out"
     assert [r.event for r in world.beta.logs] == ["uvf.incoming", "uvf.transfer"]
     assert world.beta.logs[-1].fields["saved_as"] == "alpha_f.bin"
-    # The disk saw: space, create, writes, save, release; nothing else and nothing twice.
+    # The disk saw: space, a look for a partial to resume, create, writes, save, release;
+    # nothing else and nothing twice.
     kinds = [type(op).__name__ for op in world.beta.disk.done]
-    assert kinds[:2] == ["MeasureSpace", "CreateTemp"] and kinds[-2:] == ["SaveFile", "Release"]
-    assert set(kinds[2:-2]) == {"WriteBlocks"}
+    assert kinds[:3] == ["MeasureSpace", "ClaimPartial", "CreateTemp"]
+    assert kinds[-2:] == ["SaveFile", "Release"]
+    assert set(kinds[3:-2]) == {"WriteBlocks"}
     assert world.alpha.core.stats.transfers_completed == world.beta.core.stats.transfers_completed
     if loss:
         assert world.alpha.core.stats.retransmissions > 0
@@ -364,3 +386,123 @@ def test_send_checks_and_close() -> None:
     assert world.beta.disk.files == {}  # the temp file was removed
     world.deliver(world.beta, ALPHA, offer(77))
     assert aborts(world, "beta")[-1].code == "closed"
+
+
+# -- resumable transfers (issue 16) ---------------------------------------------------------------
+
+def restart_alpha(world: World) -> None:
+    """The sender's process dies (kill -9): its core is gone, its datagrams stop."""
+    opts = world.alpha.core.options
+    world.alpha = Side(TransferSet(opts, DATA_DIR), ALPHA, MemoryDisk())
+
+
+def cut_after(world: World, nbytes: int) -> None:
+    """Run until beta has written ``nbytes`` of the file, then kill the sender."""
+    def written() -> bool:
+        return any(len(f) >= nbytes for name, f in world.beta.disk.files.items()
+                   if names.is_temp_name(name))
+    world.run(written)
+    assert written(), world.beta.disk.files.keys()
+    restart_alpha(world)
+
+
+def wait(world: World, seconds: float) -> None:
+    until = world.now + seconds
+    world.run(lambda: False, limit=until)
+    world.now = max(world.now, until)
+
+
+def resumed_at(world: World) -> int:
+    started = [e for e in world.beta.events if e.kind == "incoming_started"]
+    return started[-1].resumed_at
+
+
+@pytest.mark.parametrize("seconds", [11.0, 2.0])
+def test_a_restarted_sender_resumes_where_the_receiver_stopped(seconds: float) -> None:
+    """``seconds`` 11: the receiver timed out and kept the part; 2 s: it was still waiting,
+    and the new offer superseded the silent transfer."""
+    world = World()
+    data = random.Random(4).randbytes(3_000_000)
+    world.send(world.alpha, "alpha", data)
+    cut_after(world, 1_000_000)
+    wait(world, seconds)
+    if seconds > 10:
+        assert [r.event for r in world.beta.logs][-2:] == ["uvf.transfer", "uvf.partial_kept"]
+        assert ("alpha", "f.bin") in world.beta.disk.partials
+    tid = world.send(world.alpha, "alpha", data)
+    world.run(world.settled)
+    assert world.beta.disk.files == {"alpha_f.bin": bytearray(data)}
+    assert world.kinds(world.alpha) == ["outgoing_started", "outgoing_done"]
+    held = resumed_at(world)
+    assert 1_000_000 <= held < len(data) and held % 1000 == 0
+    done = world.alpha.logs[-1].fields
+    assert done["outcome"] == "ok" and done["resumed_at"] == held
+    sent = done["data_bytes_sent"]
+    assert isinstance(sent, int) and len(data) - held <= sent < len(data) - held + 100_000
+    assert next(e for e in world.alpha.events if e.kind == "outgoing_done").resumed_at == held
+    assert world.beta.events[-1].kind == "incoming_done" and world.beta.events[-1].resumed_at == held
+    assert world.beta.core.stats.transfers_resumed == 1
+    if seconds < 10:
+        failed = [r for r in world.beta.logs if r.fields.get("code") == "superseded"]
+        assert len(failed) == 1
+        assert world.beta.core.stats.offers_deferred >= 1
+    assert tid in world.alpha.disk.sources
+
+
+def test_a_changed_file_starts_over_and_is_stored_right() -> None:
+    world = World()
+    old = random.Random(5).randbytes(2_000_000)
+    world.send(world.alpha, "alpha", old)
+    cut_after(world, 500_000)
+    wait(world, 11)
+    new = old[:1_000_000] + b"changed" + old[1_000_007:]
+    world.send(world.alpha, "alpha", new)
+    world.run(world.settled)
+    assert world.beta.disk.files == {"alpha_f.bin": bytearray(new)}
+    assert resumed_at(world) == 0
+    unusable = [r for r in world.beta.logs if r.event == "uvf.partial_unusable"]
+    assert unusable and unusable[0].fields["reason"] == "the file changed"
+    assert world.alpha.logs[-1].fields["data_bytes_sent"] >= len(new)
+
+
+def test_another_sender_name_starts_over() -> None:
+    world = World()
+    data = random.Random(6).randbytes(1_500_000)
+    world.send(world.alpha, "alpha", data)
+    cut_after(world, 400_000)
+    wait(world, 11)
+    world.send(world.alpha, "gamma", data)
+    world.run(world.settled)
+    assert set(world.beta.disk.files) == {"gamma_f.bin"}
+    assert resumed_at(world) == 0
+    assert ("alpha", "f.bin") in world.beta.disk.partials  # alpha's part waits for alpha
+
+
+def test_a_transfer_that_fails_otherwise_keeps_nothing_and_resume_can_be_off() -> None:
+    world = World(options=TransferOptions(chunk_size=1000, window_bytes=200_000,
+                                          resume_seconds=0))
+    data = random.Random(7).randbytes(1_000_000)
+    world.send(world.alpha, "alpha", data)
+    cut_after(world, 300_000)
+    world.run(world.settled)
+    assert world.beta.disk.files == {} and world.beta.disk.partials == {}
+    kinds = {type(op).__name__ for op in world.beta.disk.done}
+    assert "ClaimPartial" not in kinds and "ParkPartial" not in kinds
+
+
+def test_sweeps_run_at_start_and_on_a_timer() -> None:
+    opts = TransferOptions(resume_seconds=40.0)
+    core = TransferSet(opts, DATA_DIR)
+    assert core.get_timer() is None  # no sweeps until the adapter asks for them
+    core.schedule_sweeps(100.0)
+    assert core.get_timer() == 100.0
+    core.handle_timer(100.0)
+    (op,) = core.file_ops()
+    assert op == fo.SweepPartials(40.0, opts.resume_budget)
+    assert core.get_timer() is None  # not while one runs
+    core.file_op_done(op, fo.PartialsSwept(((".uvf-" + "0" * 32 + ".partial", "expired"),)),
+                      100.5)
+    assert core.get_timer() == 110.0  # a quarter of the resume period
+    assert [(r.event, r.fields["reason"]) for r in core.pop_logs()] == [
+        ("uvf.partial_removed", "expired")]
+    assert core.stats.partials_removed == 1

@@ -117,15 +117,23 @@ def test_uvf_options_defaults_match_the_engine_and_are_checked() -> None:
     engine = TransferOptions()
     assert values == {"max_receive_size": engine.max_file_size,
                       "max_incoming": engine.max_incoming, "chunk_size": engine.chunk_size,
-                      "advertise_udp_port": None}
+                      "advertise_udp_port": None,
+                      "uvf_resume_hours": engine.resume_seconds / 3600,
+                      "uvf_resume_budget": engine.resume_budget}
     cfg = ClientConfig("h", 1, 0)
-    assert (cfg.max_receive_size, cfg.max_incoming, cfg.chunk_size) == (
-        engine.max_file_size, engine.max_incoming, engine.chunk_size)
+    assert (cfg.max_receive_size, cfg.max_incoming, cfg.chunk_size, cfg.uvf_resume_hours * 3600,
+            cfg.uvf_resume_budget) == (engine.max_file_size, engine.max_incoming,
+                                       engine.chunk_size, engine.resume_seconds,
+                                       engine.resume_budget)
     args = parser.parse_args(["--chunk-size", "9000", "--max-incoming", "2",
-                              "--max-receive-size", "1000", "--advertise-udp-port", "4000"])
+                              "--max-receive-size", "1000", "--advertise-udp-port", "4000",
+                              "--uvf-resume-hours", "0.5", "--uvf-resume-budget", "512MiB"])
     assert uvf_config(args) == {"max_receive_size": 1000, "max_incoming": 2,
-                                "chunk_size": 9000, "advertise_udp_port": 4000}
+                                "chunk_size": 9000, "advertise_udp_port": 4000,
+                                "uvf_resume_hours": 0.5, "uvf_resume_budget": 512 * 2**20}
     for argv in (["--chunk-size", "63"], ["--chunk-size", "65488"], ["--max-incoming", "-1"],
-                 ["--max-receive-size", "1e9"], ["--advertise-udp-port", "0"]):
+                 ["--max-receive-size", "1e9"], ["--advertise-udp-port", "0"],
+                 ["--uvf-resume-hours", "-1"], ["--uvf-resume-hours", "nan"],
+                 ["--uvf-resume-budget", "lots"]):
         with pytest.raises(ValueError, match="Invalid --"):
             uvf_config(parser.parse_args(argv))

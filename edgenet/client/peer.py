@@ -40,6 +40,7 @@ import structlog
 from edgenet.client.console import TransferMeter, status_text, terminal_width
 from edgenet.client.rendezvous import Plan, find_route
 from edgenet.client.results import UVF_FAILED
+from edgenet.client.resume import resumed_percent
 from edgenet.rudp import TransferError, TransferEvent, TransferOptions, files, names, udpsocket
 from edgenet.rudp.endpoint import TransferEndpoint
 
@@ -108,6 +109,8 @@ class SendOutcome:
     size: int = 0
     #: The path the file took: ``direct`` or ``relayed``.
     path: str = ""
+    #: Bytes the receiver already held from an earlier transfer (0: all were sent).
+    resumed_at: int = 0
 
 
 def bind_udp(family: int, port: int, buffer_bytes: int) -> socket.socket:
@@ -125,7 +128,9 @@ def bind_udp(family: int, port: int, buffer_bytes: int) -> socket.socket:
 
 def transfer_options(config: ClientConfig) -> TransferOptions:
     return TransferOptions(chunk_size=config.chunk_size, max_file_size=config.max_receive_size,
-                           max_incoming=config.max_incoming)
+                           max_incoming=config.max_incoming,
+                           resume_seconds=config.uvf_resume_hours * 3600,
+                           resume_budget=config.uvf_resume_budget)
 
 
 def local_file(data_dir: Path, filename: str) -> tuple[Path | None, str, str]:
@@ -147,6 +152,11 @@ def local_file(data_dir: Path, filename: str) -> tuple[Path | None, str, str]:
     if not os.path.isfile(real):
         return None, "no_local_file", f"{filename} is not a regular file"
     return Path(real), "", ""
+
+
+def resumed_note(resumed_at: int, size: int) -> str:
+    """``, resumed at 73 %`` when a transfer carried on from an earlier one (as UED says)."""
+    return f", resumed at {resumed_percent(resumed_at, size)} %" if resumed_at else ""
 
 
 def offered_name(filename: str) -> str:
@@ -293,6 +303,7 @@ class PeerLink:
             self._targets.pop((offered_name(shown), plan.port), None)
         if result.ok:
             log.info("uvf.sent", target=target, file=shown, size=result.size, path=result.path,
+                     resumed_at=result.resumed_at,
                      duration_ms=int((time.monotonic() - started) * 1000))
         if not outcome.done():
             outcome.set_result(result)
@@ -305,7 +316,7 @@ class PeerLink:
         way = "direct"
         try:
             peer, way = await find_route(endpoint, plan)
-            size = await endpoint.send_file(peer, path, device, name=offered_name(shown))
+            sent = await endpoint.send(peer, path, device, name=offered_name(shown))
         except TransferError as exc:
             return SendOutcome(False, f"sending {shown} to {target} failed: {exc.message}",
                                exc.code or UVF_FAILED)
@@ -313,8 +324,9 @@ class PeerLink:
             log.exception("uvf.send_crashed", target=target, file=shown)
             return SendOutcome(False, f"sending {shown} to {target} failed: internal error",
                                "internal")
-        return SendOutcome(True, f"{shown} has been uploaded to {target} ({size} bytes, {way})",
-                           None, size, way)
+        how = resumed_note(sent.resumed_at, sent.size)
+        return SendOutcome(True, f"{shown} has been uploaded to {target} ({sent.size} bytes, "
+                                 f"{way}{how})", None, sent.size, way, sent.resumed_at)
 
     # --- engine events -----------------------------------------------------
 
@@ -327,10 +339,13 @@ class PeerLink:
             self._incoming.add(ev.transfer_id)
             self._meters[ev.transfer_id] = TransferMeter(f"{ev.filename} from {ev.peer_name}",
                                                          ev.size, now)
-            self._announce(f"receiving {ev.filename} from {ev.peer_name} ({ev.size} bytes) ...")
+            how = resumed_note(ev.resumed_at, ev.size)
+            self._announce(f"receiving {ev.filename} from {ev.peer_name} ({ev.size} bytes{how}) "
+                           "...")
         elif ev.kind == "incoming_done":
             saved = ev.path.name if ev.path is not None else ev.filename
-            self._announce(f"received {saved} from {ev.peer_name} ({ev.size} bytes)")
+            how = resumed_note(ev.resumed_at, ev.size)
+            self._announce(f"received {saved} from {ev.peer_name} ({ev.size} bytes{how})")
         elif ev.kind == "incoming_failed":
             self._announce(f"receiving {ev.filename} from {ev.peer_name} failed: {ev.message}")
         elif ev.kind == "progress" and self._status is not None:

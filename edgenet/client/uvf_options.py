@@ -30,6 +30,14 @@ def add_uvf_options(parser: argparse.ArgumentParser) -> None:
                      metavar="PORT",
                      help="tell the server peers reach this device on PORT instead of UDP_PORT "
                           "(behind NAT or a port forward)")
+    uvf.add_argument("--uvf-resume-hours", default=option_default(C.uvf_resume_hours),
+                     metavar="HOURS",
+                     help="keep the part of a file whose transfer stopped this long, for the "
+                          "same sender's next UVF of it to resume (default "
+                          f"{option_default(C.uvf_resume_hours)}; 0: keep none)")
+    uvf.add_argument("--uvf-resume-budget", default="4GiB", metavar="SIZE",
+                     help="the bytes of such parts kept at most, the oldest going first "
+                          "(default 4GiB)")
 
 
 def _integer(text: Any, option: str, low: int, high: int) -> int:
@@ -42,13 +50,24 @@ def _integer(text: Any, option: str, low: int, high: int) -> int:
 
 def uvf_config(args: argparse.Namespace) -> dict[str, Any]:
     """ClientConfig keyword arguments; raises ValueError with one line for the user."""
+    from edgenet.numbers import parse_ascii_float
     from edgenet.rudp.packet import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+    from edgenet.server.resumeopts import parse_size
 
     advertise = getattr(args, "advertise_udp_port", None)
+    hours_text = str(getattr(args, "uvf_resume_hours", C.uvf_resume_hours)).strip()
+    try:
+        hours = parse_ascii_float(hours_text, 0.0, 10_000.0, "--uvf-resume-hours")
+    except NumberError:
+        raise ValueError(f"Invalid --uvf-resume-hours: {hours_text[:40]}. It must be a number "
+                         "of hours from 0 to 10000") from None
     return {
         "max_receive_size": _integer(args.max_receive_size, "--max-receive-size", 0, 2**63 - 1),
         "max_incoming": _integer(args.max_incoming, "--max-incoming", 0, 10_000),
         "chunk_size": _integer(args.chunk_size, "--chunk-size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
         "advertise_udp_port": (None if advertise in (None, "")
                                else _integer(advertise, "--advertise-udp-port", 1, 65535)),
+        "uvf_resume_hours": hours,
+        "uvf_resume_budget": parse_size(str(getattr(args, "uvf_resume_budget", "4GiB")),
+                                        "--uvf-resume-budget"),
     }

@@ -38,13 +38,14 @@ from . import files, udpsocket
 from .deadline import DeadlineTimer
 from .natpacket import FIRST_PATH_TYPE, PathType
 from .natpacket import RELAY_OVERHEAD as _ENVELOPE
-from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
+from .options import EndpointStats, SentFile, TransferError, TransferEvent, TransferOptions
 from .packet import DATA_HEADER_SIZE, MAX_DATAGRAM
 from .pathagent import PathAgent
 from .paths import PathConfig, RelayRoute, relay_key
 from .transfers import TransferSet
 
-__all__ = ["EndpointStats", "TransferEndpoint", "TransferError", "TransferEvent", "TransferOptions"]
+__all__ = ["EndpointStats", "SentFile", "TransferEndpoint", "TransferError", "TransferEvent",
+           "TransferOptions"]
 
 log = structlog.get_logger(__name__)
 
@@ -79,12 +80,14 @@ class TransferEndpoint:
         self.paths = PathAgent(self._loop, sock.family, self._send,
                                PathConfig(probe_timeout=options.probe_timeout))
         self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self._futures: dict[int, asyncio.Future[int]] = {}  # outgoing transfer id -> size
+        self._futures: dict[int, asyncio.Future[SentFile]] = {}  # outgoing transfer id -> end
         self._ops: dict[asyncio.Future[fo.FileOpResult], fo.FileOp] = {}  # in worker threads
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._core.schedule_sweeps(self._loop.time())  # kept partials: now, then on a timer
+        self._rearm()
         log.debug("uvf.bound", port=self.port, gro=self._gro, gso=self._out.batch.gso)
 
     @classmethod
@@ -154,6 +157,13 @@ class TransferEndpoint:
         (default: its own name); returns the file size once the receiver confirmed it
         verified the SHA-256 and saved the file. Raises TransferError otherwise. A symbolic
         link as the last component is not followed."""
+        return (await self.send(peer, path, sender_name, name=name)).size
+
+    async def send(
+        self, peer: tuple[str, int] | RelayRoute, path: Path, sender_name: str, *,
+        name: str | None = None
+    ) -> SentFile:
+        """``send_file``, saying also where the transfer resumed (``SentFile``)."""
         path = Path(path)
         name = path.name if name is None else name
         self._core.check_send(sender_name, name)
@@ -187,7 +197,7 @@ class TransferEndpoint:
             file.close()
             raise
         self._files.adopt(tid, file)
-        future: asyncio.Future[int] = self._loop.create_future()
+        future: asyncio.Future[SentFile] = self._loop.create_future()
         self._futures[tid] = future
         self._transmit(self._loop.time())
         try:
@@ -283,7 +293,7 @@ class TransferEndpoint:
             future = self._futures.get(int(event.transfer_id, 16))
             if future is not None and not future.done():
                 if event.kind == "outgoing_done":
-                    future.set_result(event.size)
+                    future.set_result(SentFile(event.size, event.resumed_at))
                 else:
                     future.set_exception(TransferError(event.code, event.message))
 

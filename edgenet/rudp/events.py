@@ -42,4 +42,15 @@ class TransferFailed:
     by_peer: bool
 
 
-TransferEventCore = OfferAccepted | DataComplete | TransferCompleted | TransferFailed
+@dataclass(frozen=True, slots=True)
+class HeldRangesIgnored:
+    """Sender side: the receiver's list of chunks it holds does not fit the file; the
+    transfer goes on from chunk 0 (``reason`` is one line for the log)."""
+
+    transfer_id: int
+    reason: str
+
+
+TransferEventCore = (
+    OfferAccepted | DataComplete | TransferCompleted | TransferFailed | HeldRangesIgnored
+)

@@ -9,6 +9,7 @@ transfer id.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -66,7 +67,72 @@ class Release:
     remove_temp: bool
 
 
-FileOp = MeasureSpace | CreateTemp | WriteBlocks | SaveFile | ReadRanges | Release
+@dataclass(frozen=True, slots=True)
+class ClaimPartial:
+    """Take over the partial an earlier transfer of this file from this sender left, as this
+    transfer's temp file (``partials.claim``; result: ``PartialClaim``)."""
+
+    transfer_id: int
+    sender: str
+    filename: str
+    sha256: bytes
+    size: int
+    chunk_size: int
+    max_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartialClaim:
+    """``held`` bytes of the file are in the temp file, their SHA-256 so far ``digest``; held 0:
+    nothing to resume (``note``: why a partial that was there was not used, or "")."""
+
+    held: int
+    digest: hashlib._Hash | None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ParkPartial:
+    """The transfer stopped: keep the first ``held`` bytes of its temp file for a resume
+    (``partials.park``; result: ``PartialParked``). Like ``Release``, the last operation."""
+
+    transfer_id: int
+    sender: str
+    filename: str
+    sha256: bytes
+    size: int
+    held: int
+    max_age: float
+    budget: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartialParked:
+    kept: bool
+    note: str = ""
+    #: (name, reason) of older partials removed to stay within the budget.
+    removed: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPartials:
+    """Remove expired, damaged and orphaned partials, and those over the budget (result:
+    ``PartialsSwept``). Belongs to no transfer (``transfer_id`` 0)."""
+
+    max_age: float
+    budget: int
+    transfer_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartialsSwept:
+    removed: tuple[tuple[str, str], ...]
+
+
+FileOp = (
+    MeasureSpace | CreateTemp | WriteBlocks | SaveFile | ReadRanges | Release | ClaimPartial
+    | ParkPartial | SweepPartials
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +145,6 @@ class FileOpFailed:
 
 
 #: What ``file_op_done`` accepts: the operation's result, or the failure.
-FileOpResult = int | str | list[bytes] | None | FileOpFailed
+FileOpResult = (
+    int | str | list[bytes] | None | FileOpFailed | PartialClaim | PartialParked | PartialsSwept
+)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import fileops as fo
-from . import names
+from . import names, partials
+from . import sidecar as sc
 
 
 class NotRegularFile(OSError):
@@ -55,6 +56,28 @@ class TransferFiles:
         if isinstance(op, fo.CreateTemp):
             self._open[tid] = create_temp(self.data_dir / op.name)
             return None
+        if isinstance(op, fo.ClaimPartial):
+            claimed = partials.claim(
+                self.data_dir, self.data_dir / names.temp_name(tid), sender=op.sender,
+                filename=op.filename, sha256=op.sha256.hex(), size=op.size,
+                chunk_size=op.chunk_size, max_age=op.max_age)
+            if claimed.file is not None:
+                self._open[tid] = claimed.file
+            return fo.PartialClaim(claimed.held, claimed.digest, claimed.note)
+        if isinstance(op, fo.ParkPartial):
+            record = sc.PartialRecord(op.sender, op.filename, op.sha256.hex(), op.size,
+                                      ((0, op.held),), time.time())
+            temp = self.data_dir / names.temp_name(tid)
+            try:
+                parked = partials.park(self._open.pop(tid), temp, self.data_dir, record,
+                                       budget=op.budget, max_age=op.max_age)
+            except OSError:
+                temp.unlink(missing_ok=True)  # not kept, so not left either
+                raise
+            return fo.PartialParked(parked.kept, parked.note, parked.removed)
+        if isinstance(op, fo.SweepPartials):
+            removed = partials.sweep(self.data_dir, max_age=op.max_age, budget=op.budget)
+            return fo.PartialsSwept(tuple(removed))
         if isinstance(op, fo.SaveFile):
             file = self._open.pop(tid)
             temp = self.data_dir / names.temp_name(tid)

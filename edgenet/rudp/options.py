@@ -36,6 +36,12 @@ class TransferOptions:
     #: How long a sender probes the receiver's candidates before it takes the server's
     #: relay (UVF across NATs; see paths.py).
     probe_timeout: float = 2.0
+    #: How long a receiver keeps the part of a file whose transfer stopped (the sender went
+    #: silent, restarted, cancelled; this endpoint closed), for the same sender's next offer
+    #: of the same file to resume (seconds; 0 keeps none).
+    resume_seconds: float = 24 * 3600.0
+    #: The bytes of such partial files kept at most (the oldest go first).
+    resume_budget: int = 4 * 2**30
 
     def __post_init__(self) -> None:
         if not pk.MIN_CHUNK_SIZE <= self.chunk_size <= pk.MAX_CHUNK_SIZE:
@@ -44,6 +50,8 @@ class TransferOptions:
             raise ValueError("idle_timeout must be > 0; limits must be >= 0")
         if not self.progress_interval > 0 or not self.probe_timeout > 0:
             raise ValueError("progress_interval and probe_timeout must be > 0")
+        if not self.resume_seconds >= 0 or self.resume_budget < 0:
+            raise ValueError("resume_seconds and resume_budget must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,17 @@ class TransferEvent:
     done_bytes: int = 0
     code: str = ""
     direction: str = ""
+    #: Bytes of the file the receiver held from an earlier transfer (0: not resumed).
+    resumed_at: int = 0
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A file the receiver confirmed: its ``size``, and the bytes it already held from an
+    earlier transfer (``resumed_at``; 0 when the whole file was sent)."""
+
+    size: int
+    resumed_at: int = 0
 
 
 class TransferError(Exception):
@@ -88,3 +107,8 @@ class EndpointStats:
     send_queue_dropped: int = 0
     transfers_completed: int = 0
     transfers_failed: int = 0
+    #: Offers left unanswered while an earlier transfer of the same file gives way to them.
+    offers_deferred: int = 0
+    transfers_resumed: int = 0
+    partials_kept: int = 0
+    partials_removed: int = 0

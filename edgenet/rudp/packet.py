@@ -18,6 +18,10 @@ from enum import IntEnum
 
 MAGIC = b"UV"
 VERSION = 1
+#: The version of the one datagram that is new in version 2: an ACCEPT that lists the
+#: chunks the receiver already holds (resumable UVF). Every other datagram stays version 1,
+#: and a version-1 peer drops this one as a version it does not know (docs/PROTOCOL.md).
+RESUME_VERSION = 2
 
 HEADER = struct.Struct("!2sBBQ")
 HEADER_SIZE = HEADER.size  # 12
@@ -35,6 +39,8 @@ MTU_PAYLOAD_IPV4 = 1472
 MAX_CONTROL_SIZE = 1200
 #: Upper bound on SACK ranges in one ACK (also bounded by MAX_CONTROL_SIZE).
 MAX_ACK_RANGES = 256
+#: Upper bound on the held ranges a version-2 ACCEPT lists.
+MAX_HELD_RANGES = 64
 MAX_NAME_BYTES = 255
 MAX_CODE_BYTES = 32
 MAX_MESSAGE_BYTES = 512
@@ -75,11 +81,14 @@ class Offer:
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """Receiver -> sender: offer accepted; ``limit`` is the first chunk index not yet allowed."""
+    """Receiver -> sender: offer accepted; ``limit`` is the first chunk index not yet allowed.
+    ``held`` (version 2 only): half-open chunk ranges the receiver already holds from an
+    earlier transfer of the same file, ascending and disjoint; the sender skips them."""
 
     transfer_id: int
     limit: int
     timestamp_echo: int
+    held: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,7 @@ Packet = Offer | Accept | Data | Ack | Fin | Done | Close | Abort
 
 _OFFER_BODY = struct.Struct("!QII32sBH")  # size, chunk size, timestamp, sha256, name lengths
 _ACCEPT_BODY = struct.Struct("!II")
+_HELD_COUNT = struct.Struct("!H")
 _ACK_BODY = struct.Struct("!IIIIH")  # cumulative, limit, ts echo, ack delay, range count
 _FIN_BODY = struct.Struct("!I")
 _ABORT_BODY = struct.Struct("!BH")
@@ -155,7 +165,7 @@ def peek(data: bytes | memoryview) -> tuple[int, int]:
     magic, version, ptype, transfer_id = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise PacketError("malformed", "bad magic")
-    if version != VERSION:
+    if version != VERSION and not (version == RESUME_VERSION and ptype == PacketType.ACCEPT):
         raise PacketError("version", f"unsupported version {version}")
     if not PacketType.OFFER <= ptype <= PacketType.ABORT:
         raise PacketError("malformed", f"unknown type {ptype}")
@@ -188,9 +198,22 @@ def encode_offer(p: Offer) -> bytes:
 
 
 def encode_accept(p: Accept) -> bytes:
-    return _header(PacketType.ACCEPT, p.transfer_id) + _ACCEPT_BODY.pack(
-        p.limit, p.timestamp_echo & U32
-    )
+    """Version 1 without ``held``; with it, version 2 (at most MAX_HELD_RANGES ranges)."""
+    body = _ACCEPT_BODY.pack(p.limit, p.timestamp_echo & U32)
+    if not p.held:
+        return _header(PacketType.ACCEPT, p.transfer_id) + body
+    if len(p.held) > MAX_HELD_RANGES:
+        raise ValueError(f"at most {MAX_HELD_RANGES} held ranges")
+    out = bytearray()
+    previous_end = 0
+    for start, end in p.held:
+        if start < previous_end or end <= start or end > U32:
+            raise ValueError("held ranges must be ascending, disjoint and non-empty")
+        _put_varint(out, start - previous_end)
+        _put_varint(out, end - start)
+        previous_end = end
+    header = HEADER.pack(MAGIC, RESUME_VERSION, PacketType.ACCEPT, p.transfer_id)
+    return header + body + _HELD_COUNT.pack(len(p.held)) + bytes(out)
 
 
 def encode_data_header(transfer_id: int, index: int, timestamp: int) -> bytes:
@@ -335,6 +358,8 @@ def decode(data: bytes) -> Packet:
         name = _decode_text(data[pos + sender_len :])
         return Offer(tid, fsize, chunk, digest, sender, name, ts)
     if ptype == PacketType.ACCEPT:
+        if data[2] == RESUME_VERSION:
+            return _decode_held_accept(data, tid)
         if size != body + _ACCEPT_BODY.size:
             raise PacketError("malformed", "bad ACCEPT length")
         limit, echo = _ACCEPT_BODY.unpack_from(data, body)
@@ -360,3 +385,27 @@ def decode(data: bytes) -> Packet:
     return Abort(
         tid, _decode_text(data[pos : pos + code_len]), _decode_text(data[pos + code_len :])
     )
+
+
+def _decode_held_accept(data: bytes, tid: int) -> Accept:
+    pos = HEADER_SIZE + _ACCEPT_BODY.size + _HELD_COUNT.size
+    if len(data) < pos or len(data) > MAX_CONTROL_SIZE:
+        raise PacketError("malformed", "bad version-2 ACCEPT length")
+    limit, echo = _ACCEPT_BODY.unpack_from(data, HEADER_SIZE)
+    (count,) = _HELD_COUNT.unpack_from(data, HEADER_SIZE + _ACCEPT_BODY.size)
+    if not 0 < count <= MAX_HELD_RANGES:
+        raise PacketError("malformed", f"an ACCEPT lists 1 to {MAX_HELD_RANGES} held ranges")
+    held: list[tuple[int, int]] = []
+    previous_end = 0
+    for _ in range(count):
+        gap, pos = _get_varint(data, pos)
+        length, pos = _get_varint(data, pos)
+        start = previous_end + gap
+        end = start + length
+        if length == 0 or end > U32:
+            raise PacketError("malformed", "bad held range")
+        held.append((start, end))
+        previous_end = end
+    if pos != len(data):
+        raise PacketError("malformed", "trailing bytes in ACCEPT")
+    return Accept(tid, limit, echo, tuple(held))

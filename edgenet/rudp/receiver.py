@@ -15,6 +15,14 @@ States: RECEIVING -> VERIFYING -> DONE, or FAILED from any of them.
 * DONE: DONE is sent, and re-sent whenever a FIN or a duplicate chunk shows it was lost, until a
   CLOSE arrives or ``linger`` seconds pass.
 
+A resumed transfer (``resume_from``, before any datagram) starts with the prefix of the file
+an earlier transfer left on disk: its chunks count as received and written, the digest goes
+on from the hash of that prefix (so the SHA-256 checked at the end is that of the assembled
+file), and the ACCEPT is sent twice, first as version 2 listing the held chunks, then as
+version 1 for a sender that knows no resume (it sends every chunk, and those held are taken as
+duplicates). A held chunk that arrives anyway repeats the version-2 ACCEPT, at most
+``MAX_HELD_REPEATS`` times, in case the first was lost.
+
 A sender silent for ``idle_timeout`` seconds (before DONE) fails the transfer with "timeout".
 Memory is bounded by the window: the advertised limit is the first chunk not yet written plus
 ``window``, so chunks buffered for reordering and bytes waiting to be written are at most
@@ -42,6 +50,10 @@ class ReceiverConfig:
     linger: float | None = None
     #: In-order bytes are written once this many are pending (and at every batch end).
     write_block: int = 256 * 1024
+
+
+#: Times a resumed receiver repeats its version-2 ACCEPT for held chunks sent anyway.
+MAX_HELD_REPEATS = 8
 
 
 class ReceiverState(enum.Enum):
@@ -92,9 +104,34 @@ class Receiver(TransferSide):
         self._done_due = False
         self._saved_name = ""
         self._linger_deadline: float | None = None
+        self._held_chunks = 0  # chunks an earlier transfer left on disk (resume_from)
+        self._held_repeats = 0
         self._check_complete()
 
     # -- public surface ---------------------------------------------------------------------
+
+    def resume_from(self, held_bytes: int, digest: hashlib._Hash) -> None:
+        """The file's first ``held_bytes`` (whole chunks, or the whole file) are already on
+        disk, and ``digest`` is their SHA-256 so far. Only before anything was received."""
+        if self.state is not ReceiverState.RECEIVING or self._handed or self._buffer:
+            raise ValueError("a transfer resumes before it receives anything")
+        if held_bytes <= 0 or held_bytes > self._size or (
+                held_bytes % self._chunk and held_bytes != self._size):
+            raise ValueError("held bytes must be whole chunks of the file")
+        self._held_chunks = self._cum = (held_bytes + self._chunk - 1) // self._chunk
+        self._handed = self._written = held_bytes
+        self._sha = digest
+        self._limit = self._limit_target()
+        self._check_complete()
+
+    @property
+    def last_heard(self) -> float:
+        return self._last_heard
+
+    @property
+    def resumed_bytes(self) -> int:
+        """How much of the file an earlier transfer had left (0: not resumed)."""
+        return min(self._held_chunks * self._chunk, self._size)
 
     @property
     def received_bytes(self) -> int:
@@ -189,6 +226,9 @@ class Receiver(TransferSide):
         limit = self._advertised_limit()
         if self._accept_due:
             self._accept_due = False
+            if self._held_chunks and self.state is ReceiverState.RECEIVING:
+                held = ((0, self._held_chunks),)
+                out.append(pk.encode_accept(pk.Accept(tid, limit, self._echo, held)))
             out.append(pk.encode_accept(pk.Accept(tid, limit, self._echo)))
         if self._ack_due and self.state is not ReceiverState.DONE:
             self._ack_due = False
@@ -263,6 +303,10 @@ class Receiver(TransferSide):
         cum = self._cum
         if index < cum or index in self._buffer:
             self.duplicates += 1
+            if index < self._held_chunks and self._held_repeats < MAX_HELD_REPEATS and (
+                    self.state is ReceiverState.RECEIVING):
+                self._held_repeats += 1
+                self._accept_due = True  # the sender may have missed the version-2 ACCEPT
             if self.state is ReceiverState.DONE:
                 self._done_due = True
             else:

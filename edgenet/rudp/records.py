@@ -49,6 +49,12 @@ class Transfer:
     #: Receiver: every byte is written and verified; the file is to be saved.
     save_due: bool = False
     reported_retx: int = 0
+    #: Receiver: bytes of the temp file known written, from its start (what a park keeps).
+    held: int = 0
+    #: Receiver: take over a partial of this file when the offer is taken (see resumepolicy).
+    claim: bool = True
+    #: The code the transfer failed with ("" while it has not failed).
+    fail_code: str = ""
     last_progress: float = 0.0
     #: Over: datagrams no longer reach it; its file is released next.
     ended: bool = False

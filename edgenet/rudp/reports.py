@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import fileops as fo
 from . import packet as pk
 from .events import TransferFailed
-from .options import EndpointStats, TransferEvent
+from .options import EndpointStats, TransferEvent, TransferOptions
 from .records import LogRecord, PeerKey, Transfer
 from .sender import Sender
 
@@ -33,6 +34,10 @@ class Reporter:
 
     def log(self, transfer: Transfer, event: str, level: str = "info", **fields: object) -> None:
         self._logs.append(LogRecord(level, event, {**transfer.context, **fields}))
+
+    def general(self, event: str, level: str = "info", **fields: object) -> None:
+        """An event of no one transfer."""
+        self._logs.append(LogRecord(level, event, dict(fields)))
 
     def emit(
         self,
@@ -60,6 +65,7 @@ class Reporter:
                 done_bytes=done,
                 code=code,
                 direction="out" if transfer.outgoing else "in",
+                resumed_at=core.resumed_bytes,
             )
         )
 
@@ -88,6 +94,8 @@ class Reporter:
             saved_as=saved_name,
             duration_ms=_ms(now - transfer.started),
             retransmissions=transfer.reported_retx,
+            resumed_at=transfer.core.resumed_bytes,
+            data_bytes_sent=getattr(transfer.core, "data_bytes_sent", 0),
         )
         self.emit(transfer, "outgoing_done", message=f"saved by the peer as {saved_name}")
 
@@ -100,8 +108,26 @@ class Reporter:
             outcome="ok",
             saved_as=transfer.saved_name,
             duration_ms=_ms(now - transfer.started),
+            resumed_at=transfer.core.resumed_bytes,
         )
         self.emit(transfer, "incoming_done")
+
+    def parked(self, transfer: Transfer, result: fo.PartialParked,
+               options: TransferOptions) -> None:
+        """Incoming: what was received of a stopped transfer is kept (or could not be)."""
+        self.partials_removed(result.removed)
+        if result.kept:
+            self._stats.partials_kept += 1
+            self.log(transfer, "uvf.partial_kept", held=transfer.held,
+                     hours=round(options.resume_seconds / 3600, 3))
+        else:
+            self.log(transfer, "uvf.partial_not_kept", "warning", held=transfer.held,
+                     reason=result.note)
+
+    def partials_removed(self, removed: tuple[tuple[str, str], ...]) -> None:
+        for name, reason in removed:
+            self._stats.partials_removed += 1
+            self.general("uvf.partial_removed", partial=name, reason=reason)
 
     def failed(self, transfer: Transfer, event: TransferFailed, now: float) -> None:
         self._stats.transfers_failed += 1

@@ -93,6 +93,8 @@ class SendBuffer:
         while self._low < low:
             self._held.pop(self._low, None)
             self._low += 1
+        # Chunks the receiver held from an earlier transfer are never read.
+        self._next = max(self._next, self._low)
 
     def blocked(self, next_new: int) -> bool:
         """True when chunk ``next_new`` waits for a block not yet read."""

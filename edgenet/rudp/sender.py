@@ -11,6 +11,13 @@ States: OFFERING -> SENDING -> FINISHING -> DONE, or FAILED from any of them.
   (the receiver sends DONE only after verifying the SHA-256 and renaming the file).
 * DONE: a CLOSE goes out once; the transfer is finished.
 
+Resume: a version-2 ACCEPT lists chunks the receiver already holds from an earlier transfer of
+the same file (it arrives with the version-1 ACCEPT, just before it, or later as a repeat).
+Those chunks count as acknowledged and are never sent; ranges that do not fit the file are
+ignored as a whole (``HeldRangesIgnored``: the transfer starts over from chunk 0), so a
+receiver cannot make the sender skip what it does not have without failing its own SHA-256
+check at the end.
+
 A peer silent for ``idle_timeout`` seconds fails the transfer with code "timeout". The sender
 does no file I/O: its ``SendBuffer`` says which byte ranges it wants (``wanted_reads``), the
 adapter reads them (off the event loop) and hands them back (``supply``); until they arrive,
@@ -28,7 +35,7 @@ from dataclasses import dataclass, field
 
 from . import packet as pk
 from .congestion import CongestionConfig, CongestionController
-from .events import OfferAccepted, TransferCompleted
+from .events import HeldRangesIgnored, OfferAccepted, TransferCompleted
 from .rangeset import RangeSet
 from .recovery import RtoConfig, RttEstimator, SentChunks
 from .sendbuffer import BLOCK_BYTES, BUFFER_BYTES, READ_AHEAD_BLOCKS, SendBuffer
@@ -79,6 +86,11 @@ class Sender(TransferSide):
         self.state = SenderState.OFFERING
         self.retransmissions = 0
         self.datagrams_sent = 0
+        #: Bytes of file data sent in DATA datagrams (first sends and resends).
+        self.data_bytes_sent = 0
+        #: Chunks the receiver held from an earlier transfer (a version-2 ACCEPT).
+        self.held_chunks = 0
+        self._held_seen = False
         self._config = config
         self._chunk = config.chunk_size
         self._total = (size + self._chunk - 1) // self._chunk
@@ -131,6 +143,11 @@ class Sender(TransferSide):
     def finished(self) -> bool:
         return self.state in (SenderState.DONE, SenderState.FAILED) and not self._outbox
 
+    @property
+    def resumed_bytes(self) -> int:
+        """How much of the file the receiver already held (0: not resumed)."""
+        return min(self.held_chunks * self._chunk, self.size)
+
     def wanted_reads(self) -> list[tuple[int, int]]:
         """Byte ranges ``(offset, length)`` of the file to read and ``supply``; each range
         is asked for once."""
@@ -160,6 +177,8 @@ class Sender(TransferSide):
             if self.state is not SenderState.OFFERING:
                 self._on_ack(p, now)
         elif isinstance(p, pk.Accept):
+            if p.held and self.state in (SenderState.OFFERING, SenderState.SENDING):
+                self._on_held(p.held, now)
             if self.state is SenderState.OFFERING:
                 self._rtt_sample(p.timestamp_echo, 0, now)
                 self._peer_limit = min(p.limit, self._total)
@@ -300,6 +319,50 @@ class Sender(TransferSide):
             self._rto_deadline = now + self.rtt.rto if len(sent) else None
         self._maybe_finishing(now)
 
+    def _on_held(self, held: tuple[tuple[int, int], ...], now: float) -> None:
+        if self._held_seen:
+            return  # one list per transfer: a repeat says nothing new
+        self._held_seen = True
+        total = self._total
+        if any(end > total for _start, end in held):
+            reason = (f"the receiver claims chunks up to {held[-1][1]} of a file of {total}; "
+                      "sending the whole file")
+            self._events.append(HeldRangesIgnored(self.transfer_id, reason))
+            return
+        newly: list[tuple[int, int]] = []
+        for start, end in held:
+            newly += self._acked.add(max(start, self._cum), end)
+        sent, lost_set, resent_at = self._sent, self._lost_set, self._resent_at
+        count = 0
+        for start, end in newly:
+            for index in range(start, min(end, self._next_new)):  # sent before the list came
+                sent.on_acked(index)
+                lost_set.discard(index)
+                resent_at.pop(index, None)
+            count += end - start
+        self._acked_count += count
+        self.held_chunks += count
+        prefix = self._acked.first()
+        if prefix is not None and prefix[0] <= self._cum:
+            self._cum = prefix[1]
+            self._acked.remove_below(self._cum)
+            self._buffer.release_below(self._cum)
+        self._skip_acked()
+        if not len(sent) and not self._lost:
+            self._rto_deadline = None
+        self._maybe_finishing(now)
+
+    def _skip_acked(self) -> None:
+        """Move the next new chunk past chunks already acknowledged (held by the receiver)."""
+        self._next_new = max(self._next_new, self._cum)
+        while True:
+            for start, end in self._acked:
+                if start <= self._next_new < end:
+                    self._next_new = end
+                    break
+            else:
+                return
+
     def _maybe_finishing(self, now: float) -> None:
         if self.state is SenderState.SENDING and self._acked_count >= self._total:
             self.state = SenderState.FINISHING
@@ -347,6 +410,7 @@ class Sender(TransferSide):
             lost_set.discard(index)
             self._resent_at[index] = now
             out.append(prefix + pack(index, ts) + data)
+            self.data_bytes_sent += len(data)
             sent.on_sent(index, self._pn, now)
             self._pn += 1
             count += 1
@@ -355,11 +419,15 @@ class Sender(TransferSide):
         starved = False  # the next new chunk's bytes are still being read
         while count < n and self._next_new < limit:
             index = self._next_new
+            if self.held_chunks and (index < self._cum or index in self._acked):  # the receiver holds it already
+                self._skip_acked()
+                continue
             data = chunk_bytes(index)
             if data is None:
                 starved = True
                 break
             out.append(prefix + pack(index, ts) + data)
+            self.data_bytes_sent += len(data)
             self._next_new = index + 1
             sent.on_sent(index, self._pn, now)
             self._pn += 1

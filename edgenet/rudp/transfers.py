@@ -10,8 +10,9 @@ return. No sockets, no clock, no disk: tests drive it with a fake clock and in-m
 It owns what one transfer's ``Sender`` or ``Receiver`` cannot know alone: which transfer a
 datagram belongs to (and that it comes from that transfer's peer and goes the right way),
 whether an offer is taken (``admission``: names, size, busy, free space), the temp file's
-life (measure space, create, write, save, release), the ids of recently ended transfers,
-and the translation of core events into ``TransferEvent``s and log records.
+life (measure space, claim a partial or create, write, save, release or park), the sweeps of
+kept partials (``resumepolicy`` decides, ``partials`` does the disk work), the ids of recently
+ended transfers, and the translation of core events into ``TransferEvent``s and log records.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ from pathlib import Path
 from . import admission, names
 from . import fileops as fo
 from . import packet as pk
+from . import resumepolicy as rp
 from .congestion import CongestionConfig
-from .events import DataComplete, OfferAccepted, TransferCompleted, TransferFailed
+from .events import (
+    DataComplete,
+    HeldRangesIgnored,
+    OfferAccepted,
+    TransferCompleted,
+    TransferFailed,
+)
 from .options import EndpointStats, TransferError, TransferEvent, TransferOptions
 from .receiver import Receiver, ReceiverConfig, ReceiverState
 from .records import LogRecord, PeerKey, RecentIds, SockAddr, Transfer, key_name, new_record
@@ -67,6 +75,8 @@ class TransferSet:
             rto=RtoConfig(options.initial_rto, options.min_rto, options.max_rto),
             congestion=CongestionConfig(),
         )
+        self._next_sweep: float | None = None  # None: no sweeps (schedule_sweeps)
+        self._sweeping = False
 
     # -- what the adapter reads ------------------------------------------------------------------
 
@@ -93,8 +103,12 @@ class TransferSet:
         ops, self._ops = self._ops, []
         return ops
 
+    def schedule_sweeps(self, now: float) -> None:
+        """Sweep kept partials now (start-up) and then every ``rp.sweep_interval``."""
+        self._next_sweep = now
+
     def get_timer(self) -> float | None:
-        deadline: float | None = None
+        deadline: float | None = None if self._sweeping else self._next_sweep
         for transfer in self._transfers.values():
             t = transfer.core.get_timer()
             if t is not None and (deadline is None or t < deadline):
@@ -180,6 +194,11 @@ class TransferSet:
             self._touched[transfer_id] = transfer
 
     def handle_timer(self, now: float) -> None:
+        if not self._sweeping and self._next_sweep is not None and now >= self._next_sweep:
+            self._sweeping = True
+            self._next_sweep = now + rp.sweep_interval(self.options)
+            self._ops.append(fo.SweepPartials(self.options.resume_seconds,
+                                              self.options.resume_budget))
         for tid, transfer in self._transfers.items():
             t = transfer.core.get_timer()
             if t is not None and t <= now:
@@ -194,6 +213,13 @@ class TransferSet:
             self._touched[tid] = transfer
 
     def file_op_done(self, op: fo.FileOp, result: fo.FileOpResult, now: float) -> None:
+        if isinstance(op, fo.SweepPartials):
+            self._sweeping = False
+            if isinstance(result, fo.PartialsSwept):
+                self._report.partials_removed(result.removed)
+            elif isinstance(result, fo.FileOpFailed):
+                self._report.general("uvf.partial_sweep_failed", "warning", error=result.detail)
+            return
         tid = op.transfer_id
         transfer = self._transfers.get(tid) or self._ending.get(tid)
         if transfer is None or transfer.op is not op:
@@ -201,14 +227,23 @@ class TransferSet:
         transfer.op = None
         failed = result if isinstance(result, fo.FileOpFailed) else None
         core = transfer.core
-        if isinstance(op, fo.Release):
+        if isinstance(op, fo.WriteBlocks) and failed is None and op.blocks:
+            last_offset, last = op.blocks[-1]
+            transfer.held = max(transfer.held, last_offset + len(last))  # written in order
+        if isinstance(op, (fo.Release, fo.ParkPartial)):
             self._ending.pop(tid, None)
             if failed is not None:
                 self._report.log(transfer, "uvf.temp_not_removed", "warning", error=failed.detail)
+            elif isinstance(result, fo.PartialParked):
+                self._report.parked(transfer, result, self.options)
             return
         if transfer.ended:  # ended while the operation ran: keep track of the file, release it
             if isinstance(op, fo.CreateTemp) and failed is None:
                 transfer.temp_name = op.name
+            elif isinstance(op, fo.ClaimPartial) and isinstance(result, fo.PartialClaim):
+                if result.held:
+                    transfer.temp_name = names.temp_name(tid)
+                    transfer.held = result.held
             elif isinstance(op, fo.SaveFile) and isinstance(result, str):
                 transfer.saved_name = result  # verified and in place: kept, and said so
                 self._report.saved(transfer, now)
@@ -251,11 +286,20 @@ class TransferSet:
         if refusal is not None:
             self._refuse(offer, addr, key, refusal)
             return
+        overlap = rp.Overlap.FRESH
+        if self.options.resume_seconds > 0:
+            overlap = rp.judge_overlap(self._same_file(offer), key, now)
+            if overlap in (rp.Overlap.SUPERSEDE, rp.Overlap.DEFER):
+                self.stats.offers_deferred += 1
+                if overlap is rp.Overlap.SUPERSEDE:
+                    self._supersede(offer)
+                return
         core = Receiver(offer, peer=key, now=now, config=self._receiver_config)
         transfer = new_record(
             core, key, addr, offer.sender_name, offer.filename, offer.size, now, incoming=True
         )
         transfer.accepted = False  # not before its temp file exists
+        transfer.claim = overlap is rp.Overlap.CLAIM
         self._transfers[offer.transfer_id] = transfer
         self._start_op(transfer, fo.MeasureSpace(offer.transfer_id))
 
@@ -282,8 +326,15 @@ class TransferSet:
             refusal = admission.refuse_space(core.offer.size, free) or self._closing_refusal()
             if refusal is not None:
                 self._drop_pending(transfer, refusal)
+            elif transfer.claim:
+                offer = core.offer
+                self._start_op(transfer, fo.ClaimPartial(
+                    tid, offer.sender_name, offer.filename, offer.sha256, offer.size,
+                    offer.chunk_size, self.options.resume_seconds))
             else:
                 self._start_op(transfer, fo.CreateTemp(tid, names.temp_name(tid)))
+        elif isinstance(op, fo.ClaimPartial):
+            self._claim_done(transfer, core, result, failed)
         elif isinstance(op, fo.CreateTemp):
             if failed is not None:
                 message = f"the receiver cannot create a file: {failed.reason}"
@@ -311,6 +362,53 @@ class TransferSet:
                 transfer.saved_name = result
                 core.confirm_saved(result, now)
                 self._report.saved(transfer, now)
+
+    def _claim_done(self, transfer: Transfer, core: Receiver, result: fo.FileOpResult,
+                    failed: fo.FileOpFailed | None) -> None:
+        tid = transfer.tid
+        if failed is not None:  # the claim may have left the temp name behind: release it
+            self._report.log(transfer, "uvf.partial_unusable", "warning", reason=failed.detail)
+            self._drop_pending(transfer, ("io_error", ("the receiver cannot read its partial "
+                                                      f"file: {failed.reason}")))
+            transfer.temp_name = names.temp_name(tid)
+            self._ending[tid] = transfer
+            self._schedule_io(transfer)
+            return
+        assert isinstance(result, fo.PartialClaim)
+        if result.note:
+            self._report.log(transfer, "uvf.partial_unusable", reason=result.note)
+        if not result.held or result.digest is None:
+            self._start_op(transfer, fo.CreateTemp(tid, names.temp_name(tid)))
+            return
+        transfer.temp_name = names.temp_name(tid)
+        transfer.held = result.held
+        if (refusal := self._closing_refusal()) is not None:
+            self._drop_pending(transfer, refusal)
+            transfer.fail_code = "closed"  # claimed, so kept again
+            self._ending[tid] = transfer
+            self._schedule_io(transfer)
+            return
+        core.resume_from(result.held, result.digest)
+        self.stats.transfers_resumed += 1
+        transfer.accepted = True
+        self._report.log(transfer, "uvf.incoming", resumed_at=result.held)
+        self._report.emit(transfer, "incoming_started")
+
+    def _same_file(self, offer: pk.Offer) -> Transfer | None:
+        """An incoming transfer of the same file from the same sender, running or ending."""
+        for pool in (self._transfers, self._ending):
+            for t in pool.values():
+                if (not t.outgoing and t.peer_name == offer.sender_name
+                        and t.filename == offer.filename and (t.running or t.ended)):
+                    return t
+        return None
+
+    def _supersede(self, offer: pk.Offer) -> None:
+        old = self._same_file(offer)
+        if old is not None and not old.ended:
+            old.core.abort("superseded", "a newer offer of the same file from the same sender "
+                                         "took over")
+            self._touched[old.tid] = old
 
     def _drop_pending(self, transfer: Transfer, refusal: tuple[str, str]) -> None:
         """An offer refused after a file operation (no space, no temp file): as if never
@@ -347,7 +445,10 @@ class TransferSet:
                 if transfer.outgoing:
                     report.sent(transfer, event.saved_name, now)
             elif isinstance(event, TransferFailed):
+                transfer.fail_code = event.code
                 report.failed(transfer, event, now)
+            elif isinstance(event, HeldRangesIgnored):
+                report.log(transfer, "uvf.resume_ignored", "warning", reason=event.reason)
         report.progress(transfer, now)
         if core.finished:
             self._end(transfer, now)
@@ -366,8 +467,15 @@ class TransferSet:
         tid = transfer.tid
         core = transfer.core
         if transfer.ended:
-            remove = transfer.temp_name is not None and transfer.saved_name is None
             transfer.released = True
+            if rp.should_park(transfer, self.options):
+                assert isinstance(core, Receiver)
+                offer = core.offer
+                self._start_op(transfer, fo.ParkPartial(
+                    tid, offer.sender_name, offer.filename, offer.sha256, offer.size,
+                    transfer.held, self.options.resume_seconds, self.options.resume_budget))
+                return
+            remove = transfer.temp_name is not None and transfer.saved_name is None
             self._start_op(transfer, fo.Release(tid, remove_temp=remove))
         elif isinstance(core, Sender):
             ranges = core.wanted_reads()
