@@ -10,6 +10,7 @@ and set the write buffer's mark.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import structlog
