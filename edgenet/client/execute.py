@@ -94,7 +94,8 @@ async def execute_command(line: str, cmd: c.Command, *, server: ServerLink, peer
         if not end.ok:
             return CommandResult.failure(shown, end.code or UVF_FAILED, end.text)
         return CommandResult.success(shown, end.text, size=end.size, path=end.path,
-                                     **started.data)
+                                     **({"resumed_from": end.resumed_at} if end.resumed_at
+                                        else {}), **started.data)
     raise AssertionError(f"not a command to execute: {cmd!r}")
 
 
