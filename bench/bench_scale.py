@@ -299,9 +299,9 @@ def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
 def main() -> int:
     global SOURCES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--idle", default="1000,5000", help="device counts of the idle/login part")
+    ap.add_argument("--idle", default="1000,5000", help="device counts of the idle/login part (0: skip)")
     ap.add_argument("--slow", type=int, default=0, help="slow readers looping (0: skip)")
-    ap.add_argument("--devices", default="1000", help="device counts of the command part")
+    ap.add_argument("--devices", default="1000", help="device counts of the command part (0: skip)")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--hold", type=float, default=3.0, help="idle hold before reading RSS")
     ap.add_argument("--runs", type=int, default=3)
@@ -328,7 +328,7 @@ def main() -> int:
                            "commands": []}
     if not has_mq:
         print("mosquitto: not installed (the ratios to it are left out)", flush=True)
-    for n in (int(x) for x in args.idle.split(",") if x):
+    for n in (int(x) for x in args.idle.split(",") if x and int(x) > 0):
         per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "mosquitto"]}
         for run in range(args.runs):
             kinds = trees + (["mosquitto"] if has_mq else [])
@@ -379,7 +379,7 @@ def main() -> int:
             f"{row[k]['commands_per_s']:.0f} cmd/s, "
             f"errors {row[k]['errors']:.0f}, dropped {row[k]['slow_readers_dropped']:.0f}, "
             f"over cap {row[k]['over_cap_runs']}" for k in per), flush=True)
-    for n in (int(x) for x in args.devices.split(",") if x):
+    for n in (int(x) for x in args.devices.split(",") if x and int(x) > 0):
         closed: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "bare"]}
         paced: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
         for run in range(args.runs):
