@@ -165,15 +165,7 @@ def save_verified(file: BinaryIO, temp: Path, data_dir: Path, base_name: str) ->
         break
     else:
         raise OSError(f"every numbered variant of {base_name!r} is taken")
-    if hasattr(os, "O_DIRECTORY"):
-        try:
-            fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+    partials.fsync_dir(data_dir)
     return target
 
 

@@ -332,18 +332,7 @@ def decode(data: bytes) -> Packet:
         cumulative, limit, echo, delay, count = _ACK_BODY.unpack_from(data, body)
         if count > MAX_ACK_RANGES:
             raise PacketError("malformed", "too many ACK ranges")
-        pos = body + _ACK_BODY.size
-        ranges: list[tuple[int, int]] = []
-        previous_end = cumulative
-        for _ in range(count):
-            gap, pos = _get_varint(data, pos)
-            length, pos = _get_varint(data, pos)
-            start = previous_end + gap
-            end = start + length
-            if length == 0 or end > U32:
-                raise PacketError("malformed", "bad ACK range")
-            ranges.append((start, end))
-            previous_end = end
+        ranges, pos = _get_ranges(data, body + _ACK_BODY.size, count, cumulative, "ACK")
         if pos != size:
             raise PacketError("malformed", "trailing bytes in ACK")
         return Ack(tid, cumulative, limit, echo, delay, tuple(ranges))
@@ -387,6 +376,24 @@ def decode(data: bytes) -> Packet:
     )
 
 
+def _get_ranges(data: bytes, pos: int, count: int, base: int, what: str
+                ) -> tuple[list[tuple[int, int]], int]:
+    """``count`` ranges as (gap, length) varint pairs, each gap from the end of the one
+    before (the first from ``base``): the ranges and the position after them."""
+    ranges: list[tuple[int, int]] = []
+    previous_end = base
+    for _ in range(count):
+        gap, pos = _get_varint(data, pos)
+        length, pos = _get_varint(data, pos)
+        start = previous_end + gap
+        end = start + length
+        if length == 0 or end > U32:
+            raise PacketError("malformed", f"bad {what} range")
+        ranges.append((start, end))
+        previous_end = end
+    return ranges, pos
+
+
 def _decode_held_accept(data: bytes, tid: int) -> Accept:
     pos = HEADER_SIZE + _ACCEPT_BODY.size + _HELD_COUNT.size
     if len(data) < pos or len(data) > MAX_CONTROL_SIZE:
@@ -395,17 +402,7 @@ def _decode_held_accept(data: bytes, tid: int) -> Accept:
     (count,) = _HELD_COUNT.unpack_from(data, HEADER_SIZE + _ACCEPT_BODY.size)
     if not 0 < count <= MAX_HELD_RANGES:
         raise PacketError("malformed", f"an ACCEPT lists 1 to {MAX_HELD_RANGES} held ranges")
-    held: list[tuple[int, int]] = []
-    previous_end = 0
-    for _ in range(count):
-        gap, pos = _get_varint(data, pos)
-        length, pos = _get_varint(data, pos)
-        start = previous_end + gap
-        end = start + length
-        if length == 0 or end > U32:
-            raise PacketError("malformed", "bad held range")
-        held.append((start, end))
-        previous_end = end
+    held, pos = _get_ranges(data, pos, count, 0, "held")
     if pos != len(data):
         raise PacketError("malformed", "trailing bytes in ACCEPT")
     return Accept(tid, limit, echo, tuple(held))

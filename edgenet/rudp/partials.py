@@ -141,7 +141,8 @@ def claim(data_dir: Path, temp: Path, *, sender: str, filename: str, sha256: str
     return Claim(file, held, digest)
 
 
-def _fsync_dir(data_dir: Path) -> None:
+def fsync_dir(data_dir: Path) -> None:
+    """Make a rename in ``data_dir`` durable (best effort: not every system can)."""
     if hasattr(os, "O_DIRECTORY"):
         try:
             fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -179,7 +180,7 @@ def park(file: BinaryIO, temp: Path, data_dir: Path, record: sc.PartialRecord, *
     finally:
         os.close(fd)
     os.replace(new, data_dir / sc.sidecar_name(key))
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     return Parked(True, "", tuple(removed))
 
 
