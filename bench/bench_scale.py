@@ -1,7 +1,8 @@
 """Devices at scale, against the real server (the zipapp) and baselines measured in
 the same run: a bare asyncio server that only decodes and answers frames (the
-ceiling), Mosquitto (when installed: the same connections, MQTT CONNECT/CONNACK),
-and optionally a previous zipapp (``--baseline-pyz``: before/after, alternating).
+ceiling), Mosquitto (when installed: the same connections, MQTT CONNECT/CONNACK,
+250 at once as for edgenet and, as ``mosquitto@100``, 100 at once: its fixed listen
+backlog), and optionally a previous zipapp (``--baseline-pyz``: before/after, alternating).
 
 Three parts, each repeated ``--runs`` times, the servers taken in turn:
 
@@ -43,18 +44,23 @@ HERE = Path(__file__).resolve().parent
 RSS_CAP_MIB = 6144
 #: Connections opened at once (over all load-generator processes).
 BATCH = 250
+#: Mosquitto 2.0 listens with a fixed backlog of 100 (``listen(sock, 100)``): 250
+#: connections at once overflow its accept queue, and the kernel's SYN-ACK retry (1 s)
+#: then sets its rate. ``mosquitto@100`` connects 100 at a time, the most it takes.
+MOSQUITTO_BACKLOG = 100
 
 
 class Swarm:
     """Load-generator processes (bench/loadgen.py or bench/mqtt_probe.py) sharing N
     devices: started together, each says READY once its devices are in."""
 
-    def __init__(self, argv: Callable[[int, int, int], list[str]], n: int, procs: int) -> None:
+    def __init__(self, argv: Callable[[int, int, int], list[str]], n: int, procs: int,
+                 at_once: int = BATCH) -> None:
         procs = max(1, min(procs, n))
         share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         firsts = [sum(share[:i]) for i in range(procs)]
-        # BATCH connections at once in all: each process opens its share of them.
-        batch = max(1, BATCH // procs)
+        # ``at_once`` connections at once in all: each process opens its share of them.
+        batch = max(1, at_once // procs)
         self.procs = [subprocess.Popen([sys.executable, *argv(first, count, batch)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                       for first, count in zip(firsts, share)]
@@ -157,6 +163,16 @@ class Mosquitto:
             self.proc.wait(5)
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped at a full accept queue (TcpExt
+    ListenOverflows): one server runs at a time, so a difference is that server's."""
+    lines = [x.split() for x in Path("/proc/net/netstat").read_text().splitlines()
+             if x.startswith("TcpExt:")]
+    if len(lines) < 2 or "ListenOverflows" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("ListenOverflows")])
+
+
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).exists()), None)
@@ -193,7 +209,7 @@ class RssWatch:
 
 def server_for(kind: str, tmp: Path, n: int, pyz: dict[str, Path]) -> tuple[Any, int, int]:
     """(handle, port, pid) of a server of ``kind``: a tree's zipapp, or mosquitto."""
-    if kind == "mosquitto":
+    if kind.startswith("mosquitto"):
         mq = Mosquitto(tmp)
         return mq, mq.port, mq.proc.pid
     srv = Server(tmp / kind, n, extra=["--max-connections", str(n + 500)], pyz=pyz[kind])
@@ -208,15 +224,18 @@ def run_idle(kind: str, n: int, hold: float, procs: int, pyz: dict[str, Path]) -
             time.sleep(0.5)
             idle = rss_kib(pid)
             cpu0 = cpu_seconds(pid)
-            if kind == "mosquitto":
+            overflows0 = listen_overflows()
+            if kind.startswith("mosquitto"):
                 def argv(first: int, count: int, batch: int) -> list[str]:
                     return [str(HERE / "mqtt_probe.py"), str(port), str(count), "--first",
                             str(first), "--batch", str(batch), "--sources", str(SOURCES)]
-                swarm = Swarm(argv, n, procs)
+                swarm = Swarm(argv, n, procs,
+                              MOSQUITTO_BACKLOG if kind == "mosquitto@100" else BATCH)
             else:
                 swarm = Swarm(loadgen_argv(port, 0, n, loop=False), n, procs)
             r = swarm.wait_ready()
             r["server_login_cpu_share"] = (cpu_seconds(pid) - cpu0) / r["login_seconds"]
+            r["listen_overflows"] = listen_overflows() - overflows0
             time.sleep(hold)
             held = rss_kib(pid)
             swarm.finish("quit")
@@ -322,16 +341,19 @@ def main() -> int:
         pyz["before"] = args.baseline_pyz.resolve()
     trees = list(pyz)
     has_mq = mosquitto_path() is not None and not args.no_mosquitto
-    out: dict[str, Any] = {"mosquitto": "installed" if has_mq else "not installed",
+    out: dict[str, Any] = {"mosquitto": "installed" if has_mq else (
+                               "left out" if args.no_mosquitto else "not installed"),
                            "sources": args.sources, "load_average_start": os.getloadavg(),
                            "trees": {k: str(v) for k, v in pyz.items()}, "idle": [], "slow": [],
                            "commands": []}
     if not has_mq:
-        print("mosquitto: not installed (the ratios to it are left out)", flush=True)
+        print("mosquitto: " + ("left out (--no-mosquitto)" if args.no_mosquitto
+                               else "not installed (the ratios to it are left out)"), flush=True)
     for n in (int(x) for x in args.idle.split(",") if x and int(x) > 0):
-        per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, "mosquitto"]}
+        mosquittos = ["mosquitto", "mosquitto@100"]
+        per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, *mosquittos]}
         for run in range(args.runs):
-            kinds = trees + (["mosquitto"] if has_mq else [])
+            kinds = trees + (mosquittos if has_mq else [])
             for kind in kinds[run % len(kinds):] + kinds[:run % len(kinds)]:
                 per[kind].append(run_idle(kind, n, args.hold, args.procs, pyz))
         row: dict[str, Any] = {"devices": n}
@@ -339,11 +361,14 @@ def main() -> int:
             if rows:
                 row[kind] = summarize(rows, ["logins_per_s", "kib_per_connection", "growth_mib",
                                              "idle_rss_mib", "held_rss_mib",
-                                             "server_login_cpu_share", "loadgen_login_cpu_share"])
+                                             "server_login_cpu_share", "loadgen_login_cpu_share",
+                                             "listen_overflows"])
         if "mosquitto" in row:
             for kind in trees:
                 row[kind]["logins_ratio_to_mosquitto"] = (row[kind]["logins_per_s"]
                                                           / row["mosquitto"]["logins_per_s"])
+                row[kind]["logins_ratio_to_mosquitto_at_100"] = (
+                    row[kind]["logins_per_s"] / row["mosquitto@100"]["logins_per_s"])
                 row[kind]["memory_ratio_to_mosquitto"] = (
                     row[kind]["kib_per_connection"]
                     / max(row["mosquitto"]["kib_per_connection"], 1e-9))
@@ -351,9 +376,16 @@ def main() -> int:
         print(f"idle {n:>6}: " + "  |  ".join(
             f"{k}: {row[k]['logins_per_s']:7.0f} logins/s, +{row[k]['growth_mib']:6.1f} MiB "
             f"({row[k]['kib_per_connection']:.2f} KiB/conn), failed "
-            f"{sum(r['login_failed'] for r in row[k]['raw'])}, CPU server "
+            f"{sum(r['login_failed'] for r in row[k]['raw'])}, accept-queue overflows "
+            f"{row[k]['listen_overflows']:.0f}, CPU server "
             f"{row[k]['server_login_cpu_share']:.2f} / loadgen {row[k]['loadgen_login_cpu_share']:.2f}"
             for k in per if k in row), flush=True)
+        if "mosquitto" in row:
+            print("             " + "  |  ".join(
+                f"{k} / mosquitto: logins {row[k]['logins_ratio_to_mosquitto']:.2f} (250 at once), "
+                f"{row[k]['logins_ratio_to_mosquitto_at_100']:.2f} (against mosquitto 100 at "
+                f"once), memory {row[k]['memory_ratio_to_mosquitto']:.1f}x" for k in trees),
+                flush=True)
     if args.slow:
         slow_seconds = args.slow_seconds or args.seconds
         per = {k: [] for k in trees}

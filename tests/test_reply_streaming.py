@@ -171,3 +171,91 @@ async def test_slow_readers_hold_one_piece_each_and_get_every_reply(big_server: 
         dev.sock.close()
     for f in [*fillers, taker]:
         await f.close()
+
+
+@pytest.fixture
+def heartbeat_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The big listing with a heartbeat of 1 s: a device silent for 2.5 s is closed."""
+    creds = tmp_path / "credentials.txt"
+    creds.write_text("".join(f"{name(i)} pw{i}\n" for i in range(FILLERS + SLOW)))
+    data = tmp_path / "server"
+    data.mkdir()
+    proc = ServerProcess(server_argv() + [
+        "server", "0", "3", "--host", "127.0.0.1", "--credentials", str(creds),
+        "--data-dir", str(data), "--log-format", "json", "--no-admin", "--heartbeat", "1"],
+        data)
+    yield proc
+    proc.stop()
+
+
+async def answer_pings(dev: WireDevice) -> None:
+    """A filler that stays alive: it reads (and so answers every ping) until closed."""
+    while await dev.recv(timeout=120) is not None:
+        pass
+
+
+def read_slowly(dev: SlowDevice, replies: int, pause: float) -> list[dict[str, object]]:
+    """``replies`` frames other than pings, read 4 KiB at a time ``pause`` s apart (a slow
+    link); pings met on the way are answered. Bounded: 60 s."""
+    frames: list[dict[str, object]] = []
+    deadline = time.monotonic() + 60
+    while len(frames) < replies and time.monotonic() < deadline:
+        if len(dev.buf) >= 4:
+            (n,) = struct.unpack(">I", dev.buf[:4])
+            if len(dev.buf) >= 4 + n:
+                fields = json.loads(dev.buf[4:4 + n])
+                dev.buf = dev.buf[4 + n:]
+                if fields["type"] == "ping":
+                    dev.send({"type": "pong", "id": fields["id"]})
+                else:
+                    frames.append(fields)
+                continue
+        time.sleep(pause)
+        data = dev.sock.recv(4096)
+        if not data:
+            break
+        dev.buf += data
+    return frames
+
+
+async def test_a_device_reading_long_replies_slowly_is_alive_and_one_that_stops_is_not(
+        heartbeat_server: ServerProcess) -> None:
+    port = heartbeat_server.port
+    fillers = await log_in_fillers(port)
+    answering = [asyncio.create_task(answer_pings(f)) for f in fillers]
+    reader, stopped = SlowDevice(port, 0), SlowDevice(port, 1)
+    for dev in (reader, stopped):
+        dev.login()
+        for k in range(3):  # ~870 KB: the kernel takes it all, the server's work is done
+            dev.send({"type": "list_devices", "id": 10 + k})
+    # 4 KiB every 25 ms: about 5 s for the three replies, twice the 2.5 s of silence
+    # after which a device is closed. Its pings wait behind the replies; what shows it
+    # alive is that it keeps taking their bytes.
+    started = time.monotonic()
+    frames = await asyncio.to_thread(read_slowly, reader, 3, 0.025)
+    took = time.monotonic() - started
+    assert [f["type"] for f in frames] == ["ok", "ok", "ok"], [f.get("type") for f in frames]
+    assert [f["id"] for f in frames] == [10, 11, 12]
+    # Asked before the other slow device logged in: the fillers.
+    assert [len(f["devices"]) for f in frames] == [FILLERS] * 3  # type: ignore[arg-type]
+    reader.send({"type": "logout", "id": 20})  # still served: the connection is alive
+    bye = await asyncio.to_thread(read_slowly, reader, 1, 0)
+    assert bye and bye[0]["type"] == "ok" and bye[0]["id"] == 20, (bye, took)
+
+    # The device that read nothing took no byte since its replies went into the kernel:
+    # silent, closed after 2.5 heartbeats.
+    timed_out: list[str] = []
+    for _ in range(300):  # bounded: 30 s
+        timed_out = [str(e.get("device")) for e in heartbeat_server.read_events()
+                     if e.get("event") == "heartbeat_timeout"]
+        if name(FILLERS + 1) in timed_out:
+            break
+        await asyncio.sleep(0.1)
+    assert name(FILLERS + 1) in timed_out, timed_out
+    assert name(FILLERS) not in timed_out
+    for task in answering:
+        task.cancel()
+    for dev in (reader, stopped):
+        dev.sock.close()
+    for f in fillers:
+        await f.close()

@@ -20,6 +20,7 @@ from edgenet.server.session import (
     RequestReceived,
     UploadData,
     UploadDone,
+    UploadStalled,
 )
 from edgenet.wire import messages as m
 from edgenet.wire.frames import NEED_DATA, FrameDecoder, Header, encode_frame
@@ -173,6 +174,33 @@ def test_traffic_resets_the_heartbeat() -> None:
     assert c.heartbeat_action(25.0) is None
     assert isinstance(c.heartbeat_action(48.9), PingDue)  # pinged, not yet dead
     assert c.heartbeat_action(49.0) == PeerSilent(25.0)
+
+
+def test_a_device_reading_a_long_reply_is_not_silent_until_it_stops_reading() -> None:
+    c = DeviceSession(1000, heartbeat=10, now=0)
+    assert not c.quiet(9.9)
+    assert c.quiet(10.0)  # the adapter looks whether the device still takes our bytes
+    for t in (10.0, 20.0, 30.0):  # it does: no ping (it would wait behind the reply)
+        c.peer_read(t)
+        assert not c.quiet(t)
+        assert c.heartbeat_action(t + 9.9) is None
+    assert c.deadline() == 40.0  # the next look, a heartbeat after the last read
+    assert isinstance(c.heartbeat_action(40.0), PingDue)  # it stopped reading
+    assert c.heartbeat_action(49.9) is None
+    assert isinstance(c.heartbeat_action(50.0), PingDue)
+    assert c.heartbeat_action(54.9) is None
+    assert c.heartbeat_action(55.0) == PeerSilent(25.0)  # 2.5 heartbeats after its last read
+
+
+def test_reading_does_not_hold_off_a_stalled_upload() -> None:
+    c = DeviceSession(1000, heartbeat=10, now=0, upload_idle_timeout=5)
+    logged_in(c)
+    body = encode_frame({"type": "upload", "id": 1, "file_id": 7}, b"1\n2\n")
+    evs = events(c, body[:-2], now=1.0)  # the body's last two bytes never come
+    assert isinstance(evs[-1], UploadData)
+    assert not c.quiet(100.0)  # an upload's body is awaited: no pings, nothing to look at
+    c.peer_read(5.5)
+    assert c.heartbeat_action(6.0) == UploadStalled(5.0, 2, 4)
 
 
 def test_clean_eof_is_peer_closed() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from edgenet.server.interfaces import BackendUnavailable
+from edgenet.server.sendqueue import unsent
 from edgenet.server.serving import RequestServer, SlowReader
 from edgenet.server.session import (
     BadRequest,
@@ -61,7 +62,7 @@ WRITE_BUFFER_HIGH = 256 * 1024
 #: process: every connection refers to the one shared listing (``listing.DeviceListing``)
 #: and buffers at most one piece of it of its own, however slowly its device reads.
 #: A smaller one is written at once (pieces cost a write and a wake-up each).
-REPLY_PIECE = 16 * 1024
+REPLY_PIECE = 8 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
 
 
@@ -94,7 +95,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
 
     __slots__ = ("_hooks", "_given_peer", "transport", "_tls", "_task",
                  "_ended", "_lost", "_lost_reason", "_reading_paused", "_write_paused",
-                 "_drain_waiter")
+                 "_drain_waiter", "_written", "_taken")
 
     def __init__(self, state: ServerState, hooks: ConnectionHooks,
                  peer: tuple[str, int] | None = None) -> None:
@@ -117,6 +118,10 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        #: Bytes written to the transport, and how many of them the device had taken
+        #: when last looked at (``_peer_read``).
+        self._written = 0
+        self._taken = 0
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -353,6 +358,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
     def _write(self, data: bytes | memoryview) -> None:
         assert self.transport is not None
         self.transport.write(data)
+        self._written += len(data)
 
     def _transport_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -441,9 +447,24 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         self._lost_reason = "server_shutdown"
         self._start(NEED_DATA)
 
+    def _peer_read(self) -> bool:
+        """Whether the device took bytes of its replies since the last look: bytes
+        written, less those still in the transport's buffer and in the kernel's send
+        queue (pings are not counted: only a device that reads takes more of a reply
+        than its kernel's receive buffer holds)."""
+        if self._written == self._taken or self.transport is None:
+            return False
+        taken = self._written - self.buffered - unsent(self.transport)
+        if taken <= self._taken:
+            return False
+        self._taken = taken
+        return True
+
     def heartbeat(self, now: float) -> None:
         if self.busy or self._closing:
             return
+        if self.proto.quiet(now) and self._peer_read():
+            self.proto.peer_read(now)  # reading a long reply: no ping, not silent
         action = self.proto.heartbeat_action(now)
         if isinstance(action, UploadStalled):
             file_id = self._upload[0].file_id if self._upload is not None else None
@@ -456,7 +477,10 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
                                               "seconds; closing the connection")
             return
         if isinstance(action, PingDue):
-            self._write(action.frame)
+            # Not counted in ``_written``: a device whose kernel takes our pings while
+            # nothing answers them is not reading (only bytes of replies are).
+            assert self.transport is not None
+            self.transport.write(action.frame)
         elif isinstance(action, PeerSilent):
             log.info("heartbeat_timeout", device=self.name, peer=self.peer)
             self.disconnect("timeout", "no heartbeat from the device; closing the connection")

@@ -134,7 +134,7 @@ _BEFORE_LOGIN = (m.Login, m.Ping, m.Pong, m.Logout)
 class DeviceSession:
     # One a connection, 20,000 of them held at once: no instance dict.
     __slots__ = ("_decoder", "phase", "heartbeat", "login_timeout", "upload_idle_timeout",
-                 "opened", "last_received", "_last_ping", "_ping_id", "_uploading",
+                 "opened", "last_received", "last_read", "_last_ping", "_ping_id", "_uploading",
                  "_upload_expected", "_upload_received", "_discarding", "_hello_answered",
                  "_login_id", "version")
 
@@ -150,6 +150,8 @@ class DeviceSession:
         self.upload_idle_timeout = upload_idle_timeout
         self.opened = now
         self.last_received = now
+        #: When the device was last seen taking bytes of ours (``peer_read``).
+        self.last_read = now
         self._last_ping = now
         self._ping_id = 0
         self._uploading = False
@@ -291,6 +293,19 @@ class DeviceSession:
 
     # -- liveness --------------------------------------------------------------
 
+    def peer_read(self, now: float) -> None:
+        """The device took bytes of ours since the adapter last looked (the connection's
+        send queue shrank): it is alive, busy reading a long reply, and a ping queued
+        behind that reply cannot be answered before it is read. As good as a frame
+        from it for the heartbeat; a device that stops reading is silent again."""
+        self.last_read = now
+
+    def quiet(self, now: float) -> bool:
+        """Whether the device has been silent long enough for a ping (the adapter then
+        looks whether it is still reading, ``peer_read``)."""
+        return not self._uploading and now - max(self.last_received, self.last_read) \
+            >= self.heartbeat
+
     def deadline(self) -> float | None:
         """The next time at which ``heartbeat_action`` has something to say (the adapter
         calls it at or after this time; None: nothing is due, the session is closed)."""
@@ -300,8 +315,9 @@ class DeviceSession:
             if self.upload_idle_timeout is None:
                 return None
             return self.last_received + self.upload_idle_timeout
-        due = [self.last_received + SILENT_HEARTBEATS * self.heartbeat,
-               max(self.last_received, self._last_ping) + self.heartbeat]
+        heard = max(self.last_received, self.last_read)
+        due = [heard + SILENT_HEARTBEATS * self.heartbeat,
+               max(heard, self._last_ping) + self.heartbeat]
         if self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN):
             due.append(self.opened + self.login_timeout)
         return min(due)
@@ -318,7 +334,7 @@ class DeviceSession:
         if (self.login_timeout is not None and self.phase in (Phase.HELLO, Phase.LOGIN)
                 and now - self.opened >= self.login_timeout):
             return LoginTimedOut(self.login_timeout)
-        silent = now - self.last_received
+        silent = now - max(self.last_received, self.last_read)
         if silent >= SILENT_HEARTBEATS * self.heartbeat:
             return PeerSilent(silent)
         if silent >= self.heartbeat and now - self._last_ping >= self.heartbeat:
