@@ -45,7 +45,7 @@ class RequestServer:
     #: Replies up to this size are written whole; larger framed replies stream
     #: (set by the subclass: ``connection.WRITE_BUFFER_HIGH``, ``REPLY_PIECE``).
     write_high = 256 * 1024
-    reply_piece = 16 * 1024
+    reply_piece = 8 * 1024
 
     def __init__(self, state: ServerState, proto: DeviceSession) -> None:
         self.state = state
