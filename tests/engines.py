@@ -218,13 +218,12 @@ class RedisEngine(Engine):
         # Loading the append-only file after a restart: wait until it answers PING.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:  # a loaded box may take longer than a second to answer: ask again
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
+            # A loaded box may take longer than a second to answer: ask again.
+            with contextlib.suppress(OSError), \
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("redis-server does not answer PING within 60 s")

@@ -20,6 +20,7 @@ removes this lab, also after a failure (tests call it from a finalizer).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -69,10 +70,19 @@ def _kill_inside(name: str) -> None:
     out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
                          timeout=20, check=False).stdout
     for pid in out.split():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):  # ended meanwhile
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sweep() -> int:
@@ -82,13 +92,8 @@ def sweep() -> int:
         match = _NAME.match(name)
         if match is None:
             continue
-        try:
-            os.kill(int(match.group(1)), 0)
+        if _alive(int(match.group(1))):
             continue  # that run is alive: its namespaces are its own
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         _kill_inside(name)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20,
                        check=False)

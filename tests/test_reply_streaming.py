@@ -35,15 +35,20 @@ def name(i: int) -> str:
     return f"device-{i:05d}-" + "x" * 50
 
 
-@pytest.fixture
-def big_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def listing_server(tmp_path: Path, *extra: str) -> ServerProcess:
+    """A server knowing FILLERS + SLOW long names (a large listing once they log in)."""
     creds = tmp_path / "credentials.txt"
     creds.write_text("".join(f"{name(i)} pw{i}\n" for i in range(FILLERS + SLOW)))
     data = tmp_path / "server"
     data.mkdir()
-    proc = ServerProcess(server_argv() + [
+    return ServerProcess(server_argv() + [
         "server", "0", "3", "--host", "127.0.0.1", "--credentials", str(creds),
-        "--data-dir", str(data), "--log-format", "json", "--admin-port", "0"], data)
+        "--data-dir", str(data), "--log-format", "json", *extra], data)
+
+
+@pytest.fixture
+def big_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = listing_server(tmp_path, "--admin-port", "0")
     yield proc
     proc.stop()
 
@@ -176,14 +181,7 @@ async def test_slow_readers_hold_one_piece_each_and_get_every_reply(big_server: 
 @pytest.fixture
 def heartbeat_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """The big listing with a heartbeat of 1 s: a device silent for 2.5 s is closed."""
-    creds = tmp_path / "credentials.txt"
-    creds.write_text("".join(f"{name(i)} pw{i}\n" for i in range(FILLERS + SLOW)))
-    data = tmp_path / "server"
-    data.mkdir()
-    proc = ServerProcess(server_argv() + [
-        "server", "0", "3", "--host", "127.0.0.1", "--credentials", str(creds),
-        "--data-dir", str(data), "--log-format", "json", "--no-admin", "--heartbeat", "1"],
-        data)
+    proc = listing_server(tmp_path, "--no-admin", "--heartbeat", "1")
     yield proc
     proc.stop()
 
