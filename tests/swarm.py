@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import sys
 import time
@@ -51,10 +52,8 @@ async def work(devices: list[WireDevice], per_second: int, stop: asyncio.Event) 
                 await dev.call({"type": "compute", "file_id": 1, "op": "SUM"})
             except (AssertionError, ConnectionError, OSError):
                 workers.remove(dev)  # kicked by the test: carry on without it
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):  # a second passed: another round
             await asyncio.wait_for(stop.wait(), 1.0)
-        except asyncio.TimeoutError:
-            pass
 
 
 async def main(port: int, first: int, count: int, per_second: int) -> int:

@@ -6,6 +6,7 @@ file still parses line by line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import struct
@@ -71,11 +72,9 @@ def wrong_frame(rng: random.Random) -> bytes:
 
 
 async def discard_replies(reader: asyncio.StreamReader) -> None:
-    try:
+    with contextlib.suppress(ConnectionError, OSError):  # the server closed it: done
         while await reader.read(65536):
             pass
-    except (ConnectionError, OSError):
-        pass
 
 
 async def hostile_worker(port: int, seed: int, budget: list[int]) -> int:
@@ -89,33 +88,31 @@ async def hostile_worker(port: int, seed: int, budget: list[int]) -> int:
             continue
         drain_task = asyncio.create_task(discard_replies(reader))
         try:
-            if rng.random() < 0.8:
-                writer.write(encode_frame({"type": "hello", "version": 1}))
-                if rng.random() < 0.6:  # each worker has a device name of its own
-                    name = rng.choice([f"dev{seed}", "nobody"])
-                    writer.write(encode_frame({"type": "login", "id": 1, "name": name,
-                                               "password": f"{name}pass", "udp_port": 7}))
-            for _ in range(rng.randint(1, 80)):
-                writer.write(wrong_frame(rng))
-                sent += 1
-                budget[0] -= 1
-            if rng.random() < 0.5:
-                writer.write(fatal_frame(rng))
-                sent += 1
-                budget[0] -= 1
-            await asyncio.wait_for(writer.drain(), 5)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
-            pass
+            # The server closes it on a fatal frame: then the next connection.
+            with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
+                if rng.random() < 0.8:
+                    writer.write(encode_frame({"type": "hello", "version": 1}))
+                    if rng.random() < 0.6:  # each worker has a device name of its own
+                        name = rng.choice([f"dev{seed}", "nobody"])
+                        writer.write(encode_frame({"type": "login", "id": 1, "name": name,
+                                                   "password": f"{name}pass", "udp_port": 7}))
+                for _ in range(rng.randint(1, 80)):
+                    writer.write(wrong_frame(rng))
+                    sent += 1
+                    budget[0] -= 1
+                if rng.random() < 0.5:
+                    writer.write(fatal_frame(rng))
+                    sent += 1
+                    budget[0] -= 1
+                await asyncio.wait_for(writer.drain(), 5)
         finally:
             if rng.random() < 0.2:
                 writer.transport.abort()  # RST: what was not read yet is lost, on purpose
             else:
                 # Half-close and read to the end, so the server judges every frame sent.
-                try:
+                with contextlib.suppress(ConnectionError, OSError, asyncio.TimeoutError):
                     writer.write_eof()
                     await asyncio.wait_for(asyncio.shield(drain_task), 10)
-                except (ConnectionError, OSError, asyncio.TimeoutError):
-                    pass
                 writer.close()
             drain_task.cancel()
             await asyncio.gather(drain_task, return_exceptions=True)

@@ -4,6 +4,7 @@ connections dropped mid-frame, client processes killed at random points."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -178,10 +179,8 @@ def test_clients_killed_at_random_points(server_process: ServerProcess, tmp_path
                 p.kill()
                 p.wait(5)
             if p.stdin is not None:
-                try:
+                with contextlib.suppress(OSError):
                     p.stdin.close()
-                except OSError:
-                    pass
     data = server_process.data_dir
     assert wait_until(lambda: (data / "edge-device-log.txt").read_text() == "", timeout=10)
     time.sleep(0.2)

@@ -179,7 +179,7 @@ def test_a_port_randomising_nat_is_crossed_through_the_relay(world: World,
 
 
 SPRAY = r"""
-import os, socket, struct, sys, time
+import contextlib, os, socket, struct, sys, time
 server, port, targets, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3:-1], float(sys.argv[-1])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("203.0.113.66", 0))
@@ -194,16 +194,12 @@ while time.monotonic() < end and sent < 200_000:
                      (os.urandom(64), (server, port)),
                      (hdr(11, i) + bytes(5), (targets[sent % len(targets)].split(":")[0],
                                               int(targets[sent % len(targets)].split(":")[1])))):
-        try:
+        with contextlib.suppress(OSError):  # a refused or unroutable datagram: the next one
             s.sendto(d, where)
             sent += 1
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(BlockingIOError, ConnectionRefusedError):  # nothing more to read
         while True:
             got += len(s.recv(65536))
-    except (BlockingIOError, ConnectionRefusedError):
-        pass
     time.sleep(0.0005)
 print(sent, got)
 """

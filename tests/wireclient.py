@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from edgenet.wire.frames import (
@@ -69,10 +70,8 @@ class WireDevice:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):  # already reset: closed anyway
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 class _Null:
