@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GCCollector,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from admin_api.history import SERIES_NAMES
 from admin_api.udp_metrics import RendezvousCollector
@@ -34,6 +41,8 @@ class ServerMetrics:
         self.server = server
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # python_gc_*: collections of each generation (a full one pauses the server).
+        GCCollector(registry=r)
         self.devices = Gauge("edgenet_devices_connected", "Devices logged in now", registry=r)
         Gauge("edgenet_connections_open", "TCP connections open now (logged in or not)",
               registry=r).set_function(lambda: server.connection_count)

@@ -6,8 +6,11 @@ backlog), and optionally a previous zipapp (``--baseline-pyz``: before/after, al
 
 Three parts, each repeated ``--runs`` times, the servers taken in turn:
 
-* ``--idle N,...``: N devices log in (hello + login, BATCH connections at once) and
-  stay idle for ``--hold`` s: logins/s, server RSS over idle (KiB a connection).
+* ``--idle N,...``: N devices log in (hello + login in one write, as the headless
+  client sends them, BATCH connections at once; ``edgenet:stepwise`` waits for the
+  hello answer first, as the interactive shell) and stay idle for ``--hold`` s:
+  logins/s, server RSS over idle (KiB a connection). ``bare`` is the login ceiling:
+  the bare server answering the same frames with no work at all.
 * ``--slow N``: N slow readers (8 KiB receive buffers) loop on AED and SCS for
   ``--seconds``: server RSS sampled every 0.5 s (its peak and growth over the run).
 * ``--devices N,...``: N devices loop on AED and SCS, closed loop (commands/s against
@@ -121,13 +124,15 @@ SOURCES = 8
 
 
 def loadgen_argv(port: int, seconds: float, total: int, *, loop: bool, rate: float = 0.0,
-                 slow: bool = False) -> Callable[[int, int, int], list[str]]:
+                 slow: bool = False, stepwise: bool = False
+                 ) -> Callable[[int, int, int], list[str]]:
     def argv(first: int, count: int, batch: int) -> list[str]:
         out = Path(tempfile.gettempdir()) / f"edgenet-loadgen-{port}-{first}.json"
         return [str(HERE / "loadgen.py"), str(port), str(count), str(seconds), "--first",
                 str(first), "--total", str(total), "--rate", str(rate), "--sync",
                 "--batch", str(batch), "--out", str(out), "--sources", str(SOURCES),
-                *(["--slow"] if slow else []), *([] if loop else ["--no-loop"])]
+                *(["--slow"] if slow else []), *([] if loop else ["--no-loop"]),
+                *(["--stepwise"] if stepwise else [])]
     return argv
 
 
@@ -207,12 +212,32 @@ class RssWatch:
         return self.samples
 
 
+class Bare:
+    """bench/bare_server.py in its own process (``devices``: AED replies of that size)."""
+
+    def __init__(self, devices: int = 0) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"),
+                                      *(["--devices", str(devices)] if devices else [])],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def server_for(kind: str, tmp: Path, n: int, pyz: dict[str, Path]) -> tuple[Any, int, int]:
-    """(handle, port, pid) of a server of ``kind``: a tree's zipapp, or mosquitto."""
+    """(handle, port, pid) of a server of ``kind``: a tree's zipapp (``tree:stepwise``
+    the same server), mosquitto, or the bare server."""
     if kind.startswith("mosquitto"):
         mq = Mosquitto(tmp)
         return mq, mq.port, mq.proc.pid
-    srv = Server(tmp / kind, n, extra=["--max-connections", str(n + 500)], pyz=pyz[kind])
+    if kind == "bare":
+        bare = Bare()
+        return bare, bare.port, bare.proc.pid
+    tree = kind.split(":")[0]
+    srv = Server(tmp / tree, n, extra=["--max-connections", str(n + 500)], pyz=pyz[tree])
     return srv, srv.port, srv.proc.pid
 
 
@@ -232,9 +257,12 @@ def run_idle(kind: str, n: int, hold: float, procs: int, pyz: dict[str, Path]) -
                 swarm = Swarm(argv, n, procs,
                               MOSQUITTO_BACKLOG if kind == "mosquitto@100" else BATCH)
             else:
-                swarm = Swarm(loadgen_argv(port, 0, n, loop=False), n, procs)
+                swarm = Swarm(loadgen_argv(port, 0, n, loop=False,
+                                           stepwise=kind.endswith(":stepwise")), n, procs)
             r = swarm.wait_ready()
-            r["server_login_cpu_share"] = (cpu_seconds(pid) - cpu0) / r["login_seconds"]
+            server_cpu = cpu_seconds(pid) - cpu0
+            r["server_login_cpu_share"] = server_cpu / r["login_seconds"]
+            r["server_us_per_login"] = server_cpu / max(n - r["login_failed"], 1) * 1e6
             r["listen_overflows"] = listen_overflows() - overflows0
             time.sleep(hold)
             held = rss_kib(pid)
@@ -255,10 +283,8 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
         bare = None
         handle = None
         if kind == "bare":
-            bare = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), "--devices",
-                                     str(n)], stdout=subprocess.PIPE, text=True)
-            assert bare.stdout is not None
-            port, pid = int(bare.stdout.readline()), bare.pid
+            bare = Bare(n)
+            port, pid = bare.port, bare.proc.pid
         else:
             handle, port, pid = server_for(kind, Path(tmp), n, pyz)
         swarm = None
@@ -267,7 +293,8 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
             swarm = Swarm(loadgen_argv(port, seconds, n, loop=True, rate=rate, slow=slow), n, procs)
             login = swarm.wait_ready()
             logged_in = rss_kib(pid)
-            stop: Callable[[], None] = bare.kill if bare is not None else handle.proc.kill
+            stop: Callable[[], None] = (bare.proc.kill if bare is not None
+                                        else handle.proc.kill)
             watch = RssWatch(pid, stop)
             cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
             results = swarm.finish("go", timeout=seconds + 600)
@@ -279,8 +306,7 @@ def run_loop(kind: str, n: int, seconds: float, procs: int, pyz: dict[str, Path]
             if swarm is not None:
                 swarm.kill()
             if bare is not None:
-                bare.terminate()
-                bare.wait(10)
+                bare.stop()
             if handle is not None:
                 handle.stop()
         dropped = 0
@@ -329,6 +355,8 @@ def main() -> int:
                     help="paced rate as a share of the bare server's closed-loop ceiling")
     ap.add_argument("--baseline-pyz", type=Path, help="a previous zipapp, run alternately")
     ap.add_argument("--no-mosquitto", action="store_true")
+    ap.add_argument("--no-stepwise", action="store_true",
+                    help="leave out the logins of the interactive shell (edgenet:stepwise)")
     ap.add_argument("--slow-seconds", type=float, help="length of the slow part (default: --seconds)")
     ap.add_argument("--sources", type=int, default=SOURCES,
                     help="loopback source addresses of the load generators (0: 127.0.0.1 only)")
@@ -351,9 +379,10 @@ def main() -> int:
                                else "not installed (the ratios to it are left out)"), flush=True)
     for n in (int(x) for x in args.idle.split(",") if x and int(x) > 0):
         mosquittos = ["mosquitto", "mosquitto@100"]
-        per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*trees, *mosquittos]}
+        ours = [*trees, *([] if args.no_stepwise else ["edgenet:stepwise"]), "bare"]
+        per: dict[str, list[dict[str, Any]]] = {k: [] for k in [*ours, *mosquittos]}
         for run in range(args.runs):
-            kinds = trees + (mosquittos if has_mq else [])
+            kinds = ours + (mosquittos if has_mq else [])
             for kind in kinds[run % len(kinds):] + kinds[:run % len(kinds)]:
                 per[kind].append(run_idle(kind, n, args.hold, args.procs, pyz))
         row: dict[str, Any] = {"devices": n}
@@ -362,9 +391,12 @@ def main() -> int:
                 row[kind] = summarize(rows, ["logins_per_s", "kib_per_connection", "growth_mib",
                                              "idle_rss_mib", "held_rss_mib",
                                              "server_login_cpu_share", "loadgen_login_cpu_share",
-                                             "listen_overflows"])
+                                             "server_us_per_login", "listen_overflows"])
+        for kind in ours:
+            row[kind]["logins_ratio_to_bare"] = (row[kind]["logins_per_s"]
+                                                 / row["bare"]["logins_per_s"])
         if "mosquitto" in row:
-            for kind in trees:
+            for kind in ours:
                 row[kind]["logins_ratio_to_mosquitto"] = (row[kind]["logins_per_s"]
                                                           / row["mosquitto"]["logins_per_s"])
                 row[kind]["logins_ratio_to_mosquitto_at_100"] = (
@@ -378,13 +410,16 @@ def main() -> int:
             f"({row[k]['kib_per_connection']:.2f} KiB/conn), failed "
             f"{sum(r['login_failed'] for r in row[k]['raw'])}, accept-queue overflows "
             f"{row[k]['listen_overflows']:.0f}, CPU server "
-            f"{row[k]['server_login_cpu_share']:.2f} / loadgen {row[k]['loadgen_login_cpu_share']:.2f}"
+            f"{row[k]['server_login_cpu_share']:.2f} ({row[k]['server_us_per_login']:.0f} us a "
+            f"login) / loadgen {row[k]['loadgen_login_cpu_share']:.2f}"
             for k in per if k in row), flush=True)
+        print("             " + "  |  ".join(
+            f"{k} / bare: logins {row[k]['logins_ratio_to_bare']:.2f}" for k in ours), flush=True)
         if "mosquitto" in row:
             print("             " + "  |  ".join(
                 f"{k} / mosquitto: logins {row[k]['logins_ratio_to_mosquitto']:.2f} (250 at once), "
                 f"{row[k]['logins_ratio_to_mosquitto_at_100']:.2f} (against mosquitto 100 at "
-                f"once), memory {row[k]['memory_ratio_to_mosquitto']:.1f}x" for k in trees),
+                f"once), memory {row[k]['memory_ratio_to_mosquitto']:.1f}x" for k in ours),
                 flush=True)
     if args.slow:
         slow_seconds = args.slow_seconds or args.seconds

@@ -6,7 +6,15 @@ server's pings. ``--slow`` makes every device a slow reader (an 8 KiB receive
 buffer and a pause after each read, a slow cellular link).
 
     python bench/loadgen.py PORT DEVICES SECONDS [--first N] [--rate R] [--slow]
-           [--no-loop] [--sync] [--sources K]
+           [--no-loop] [--sync] [--sources K] [--stepwise]
+
+Devices log in the way bench/mqtt_probe.py connects Mosquitto's clients, so that the
+two rates compare the servers and not the two probes: BATCH at a time, each a
+blocking TCP connect and one write of hello + login (the headless client's
+pipelined login: one round trip, as MQTT's CONNECT/CONNACK), then one selector
+until every answer is in. ``--stepwise`` waits for the hello answer before sending
+the login (the interactive shell's two round trips). Logged-in sockets are then
+handed to asyncio for the command loop and the pings.
 
 ``--sources K`` spreads the devices over K loopback source addresses (127.0.0.2 on,
 bound before connect), each with its own ephemeral ports.
@@ -26,6 +34,7 @@ import json
 import os
 import random
 import resource
+import selectors
 import socket
 import struct
 import sys
@@ -40,6 +49,10 @@ READ_SIZE = 64 * 1024
 #: Bytes of a frame kept to look at (type, error); frames up to this size are kept whole.
 KEEP = 4096
 SLOW_RCVBUF = 8 * 1024
+#: A TCP connect given up after this long (as the Mosquitto probe's paho client).
+CONNECT_TIMEOUT = 10.0
+#: A batch whose answers have not all come by then counts the rest as failed.
+LOGIN_TIMEOUT = 30.0
 #: Linux: the source port is chosen at connect, not at bind (so that one source
 #: address's ports are shared between destinations, as an unbound socket's are).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -62,6 +75,9 @@ def frame(fields: dict[str, object], body: bytes = b"") -> bytes:
         fields = {**fields, "body": len(body)}
     raw = json.dumps(fields, separators=(",", ":")).encode()
     return _LEN.pack(len(raw)) + raw + body
+
+
+HELLO = frame({"type": "hello", "version": 1})
 
 
 class DeviceProtocol(asyncio.BufferedProtocol):
@@ -110,6 +126,13 @@ class DeviceProtocol(asyncio.BufferedProtocol):
         if self.slow and self.transport is not None:
             self.transport.pause_reading()
             asyncio.get_running_loop().call_later(SLOW_PAUSE, self._resume)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read before the socket was handed to asyncio (after the login's ``ok``)."""
+        for i in range(0, len(data), READ_SIZE):
+            piece = data[i:i + READ_SIZE]
+            _VIEW[:len(piece)] = piece
+            self.buffer_updated(len(piece))
 
     def _resume(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -167,34 +190,38 @@ class Device:
         self.unfinished = 0
         self.proto: DeviceProtocol | None = None
 
-    async def connect_and_login(self, port: int) -> None:
-        loop = asyncio.get_running_loop()
+    def open(self, port: int, stepwise: bool) -> socket.socket:
+        """A blocking connect, then hello (+ login unless ``stepwise``) in one write."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # Closed with a reset: no TIME_WAIT left on the loopback's ephemeral ports, which
-        # would slow the next run's connects (every run opens up to 20,000).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
-        if self.slow:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
-        sock.setblocking(False)
         try:
+            # Closed with a reset: no TIME_WAIT left on the loopback's ephemeral ports,
+            # which would slow the next run's connects (every run opens up to 20,000).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
+            if self.slow:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
             if self.source is not None:
                 sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((self.source, 0))
-            await loop.sock_connect(sock, ("127.0.0.1", port))
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(HELLO if stepwise else HELLO + self.login_frame())
+            sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
+        return sock
+
+    def login_frame(self) -> bytes:
+        return frame({"type": "login", "id": 1, "name": f"dev{self.index}",
+                      "password": f"pw{self.index}", "udp_port": 20000 + self.index % 40000})
+
+    async def attach(self, sock: socket.socket, rest: bytes) -> None:
+        """Hand a logged-in socket to asyncio (``rest``: bytes read after the ``ok``)."""
         slow = self.slow
-        _, self.proto = await loop.create_connection(lambda: DeviceProtocol(slow), sock=sock)
-        assert self.proto.transport is not None
-        self.proto.transport.write(frame({"type": "hello", "version": 1}))
-        await self.proto.next_frame()
-        self.proto.transport.write(frame({"type": "login", "id": 1, "name": f"dev{self.index}",
-                                          "password": f"pw{self.index}",
-                                          "udp_port": 20000 + self.index % 40000}))
-        reply = json.loads(await self.proto.next_frame())
-        if reply.get("type") != "ok":
-            raise RuntimeError(f"login failed: {reply}")
+        _, self.proto = await asyncio.get_running_loop().create_connection(
+            lambda: DeviceProtocol(slow), sock=sock)
+        if rest:
+            self.proto.feed(rest)
 
     async def upload(self) -> bytes:
         assert self.proto is not None and self.proto.transport is not None
@@ -243,6 +270,78 @@ class Device:
             self.proto.transport.close()
 
 
+class _Login:
+    """One device's login in progress: the bytes read so far, the frames seen."""
+
+    __slots__ = ("device", "sock", "buf", "hello_seen")
+
+    def __init__(self, device: Device, sock: socket.socket) -> None:
+        self.device = device
+        self.sock = sock
+        self.buf = b""
+        self.hello_seen = False
+
+    def frames(self) -> list[bytes]:
+        out = []
+        while len(self.buf) >= 4:
+            (n,) = _LEN.unpack_from(self.buf)
+            if len(self.buf) < 4 + n:
+                break
+            out.append(self.buf[4:4 + n])
+            self.buf = self.buf[4 + n:]
+        return out
+
+
+def login_batch(devices: list[Device], port: int, stepwise: bool
+                ) -> tuple[list[tuple[Device, socket.socket, bytes]], int]:
+    """Log ``devices`` in at once; returns (device, socket, bytes after the ok) of
+    each that got its ``ok``, and how many failed."""
+    sel = selectors.DefaultSelector()
+    failed = 0
+    done: list[tuple[Device, socket.socket, bytes]] = []
+    for d in devices:
+        try:
+            sock = d.open(port, stepwise)
+        except OSError:
+            failed += 1
+            continue
+        sel.register(sock, selectors.EVENT_READ, _Login(d, sock))
+    deadline = time.monotonic() + LOGIN_TIMEOUT
+    while sel.get_map() and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1.0):
+            state: _Login = key.data
+            try:
+                data = state.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(state.sock)
+                state.sock.close()
+                failed += 1
+                continue
+            state.buf += data
+            for head in state.frames():
+                if not state.hello_seen:
+                    state.hello_seen = True
+                    if stepwise:
+                        state.sock.sendall(state.device.login_frame())
+                    continue
+                sel.unregister(state.sock)
+                if json.loads(head).get("type") == "ok":
+                    done.append((state.device, state.sock, state.buf))
+                else:
+                    state.sock.close()
+                    failed += 1
+                break
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+        failed += 1
+    sel.close()
+    return done, failed
+
+
 async def _read_line() -> str:
     return (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
 
@@ -255,12 +354,15 @@ async def main(a: argparse.Namespace) -> dict[str, object]:
     cpu_login0 = time.process_time()
     t0 = time.time()
     failed = 0
+    logged_in: list[tuple[Device, socket.socket, bytes]] = []
     for i in range(0, len(devices), a.batch):
-        results = await asyncio.gather(*(d.connect_and_login(a.port)
-                                         for d in devices[i:i + a.batch]), return_exceptions=True)
-        failed += sum(1 for r in results if isinstance(r, BaseException))
+        done, lost = login_batch(devices[i:i + a.batch], a.port, a.stepwise)
+        logged_in += done
+        failed += lost
     t1 = time.time()
     login_cpu = time.process_time() - cpu_login0
+    for d, sock, rest in logged_in:
+        await d.attach(sock, rest)
     upload_failed = 0
     if a.loop:
         # BATCH at a time: each upload holds a temporary file open on the server, and
@@ -330,6 +432,8 @@ if __name__ == "__main__":
     ap.add_argument("--sync", action="store_true", help="wait for 'go' on stdin before looping")
     ap.add_argument("--sources", type=int, default=0,
                     help="loopback source addresses, from 127.0.0.2 on (0: 127.0.0.1)")
+    ap.add_argument("--stepwise", action="store_true",
+                    help="send the login after the hello answer (two round trips)")
     ap.add_argument("--out", type=Path, help="write the result there (default: stdout)")
     args = ap.parse_args()
     args.total = args.total or args.devices

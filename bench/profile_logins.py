@@ -4,7 +4,8 @@ zipapp) and every load-generator process while N devices log in (hello + login,
 process how busy it was (samples / (rate x seconds)) and the functions holding
 the most samples (by their own time and by what they call).
 
-    python bench/profile_logins.py [--devices 1000,19500] [--sources 8] [--procs 2] A.pyz
+    python bench/profile_logins.py [--devices 1000,19500] [--sources 8] [--procs 2]
+        [--rate 100] [--top 8] A.pyz
 
 Needs py-spy (the bench extra has it) and the right to trace (root, or ptrace allowed).
 """
@@ -27,7 +28,9 @@ import bench_scale
 from common import Server, save
 
 HERE = Path(__file__).resolve().parent
+#: Samples a second (``--rate``), and functions listed (``--top``).
 RATE = 100
+TOP = 8
 
 
 def start_spy(py_spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -94,21 +97,25 @@ def profile(pyz: Path, n: int, procs: int, py_spy: str) -> dict[str, Any]:
             total, leaf, inclusive = read_stacks(path)
             result[name] = {
                 "busy": total / (RATE * seconds),
-                "top_self": [(f, c / total) for f, c in leaf.most_common(8)] if total else [],
+                "top_self": [(f, c / total) for f, c in leaf.most_common(TOP)] if total else [],
                 # Leaving out the frames under which nearly everything runs (main, the loop).
-                "top_total": [(f, c / total) for f, c in inclusive.most_common(40)
-                              if c < 0.95 * total][:14] if total else [],
+                "top_total": [(f, c / total) for f, c in inclusive.most_common(4 * TOP)
+                              if c < 0.95 * total][:2 * TOP] if total else [],
             }
     return result
 
 
 def main() -> int:
+    global RATE, TOP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("pyz", type=Path)
     ap.add_argument("--devices", default="1000,19500")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--sources", type=int, default=bench_scale.SOURCES)
+    ap.add_argument("--rate", type=int, default=RATE, help="py-spy samples a second")
+    ap.add_argument("--top", type=int, default=TOP, help="functions listed per process")
     args = ap.parse_args()
+    RATE, TOP = args.rate, args.top
     bench_scale.SOURCES = args.sources
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists() and shutil.which(py_spy) is None:
@@ -123,9 +130,9 @@ def main() -> int:
               f"{r['load_average'][0]:.2f}", flush=True)
         for name in [k for k in r if k == "server" or k.startswith("loadgen")]:
             print(f"  {name}: busy {r[name]['busy']:.2f} of a core", flush=True)
-            for f, share in r[name]["top_self"][:6]:
+            for f, share in r[name]["top_self"][:TOP]:
                 print(f"      self  {share:6.1%}  {f}", flush=True)
-            for f, share in r[name]["top_total"][:10]:
+            for f, share in r[name]["top_total"][:TOP + 4]:
                 print(f"      total {share:6.1%}  {f}", flush=True)
     save("profile_logins", {"sources": args.sources, "runs": rows})
     return 0

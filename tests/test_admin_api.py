@@ -431,6 +431,10 @@ async def test_metrics_from_events_and_state(open_client: Any, aiohttp_client: A
                   if line and not line.startswith("#"))
     for key, value in expect.items():
         assert float(values[key]) == value, (key, values.get(key))
+    # The collector's runs, by generation (the process's own counts: 2 is a full one).
+    import gc
+    assert float(values['python_gc_collections_total{generation="2"}']) == \
+        gc.get_stats()[2]["collections"]
     # A second app of another server has its own registry: no clash, no shared counts.
     other = await aiohttp_client(create_app(server))
     other_text = await (await other.get("/metrics")).text()

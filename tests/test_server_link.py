@@ -229,3 +229,37 @@ async def test_a_silent_server_times_the_request_out_and_a_late_reply_is_skipped
         assert await link.compute(5, "MAX") == m.ComputeOk(2, 5, "MAX", "9")
         assert not link.closed.done()
         await link.close()
+
+
+async def test_a_login_sent_with_the_hello_goes_in_one_round_trip() -> None:
+    """``hello(login=...)`` writes hello and login at once: the server's first read holds
+    both, before it has answered anything; ``login`` with the same arguments returns
+    the answer to that login (no second one is sent)."""
+    first_read: list[bytes] = []
+    later: list[dict[str, Any]] = []
+
+    async def script(peer: ScriptedPeer) -> None:
+        data = await asyncio.wait_for(peer.reader.read(65536), 10)
+        first_read.append(data)
+        peer.decoder.receive_data(data)
+        peer.send(HELLO + encode_frame(m.reply_to_fields(m.LoginOk(1, "s1", "alpha"))))
+        # Anything more the device sends (a second login would be a bug) until it closes.
+        while (data := await asyncio.wait_for(peer.reader.read(65536), 10)):
+            peer.decoder.receive_data(data)
+            while isinstance(ev := peer.decoder.next_event(), Header):
+                later.append(ev.fields)
+
+    async with scripted_server(script) as port:
+        link = await open_link("127.0.0.1", port)
+        assert (await link.hello(login=("alpha", "pw", 6001))).server == "scripted"
+        assert await link.login("alpha", "pw", 6001) == m.LoginOk(1, "s1", "alpha")
+        await link.close()
+    decoder = FrameDecoder()
+    decoder.receive_data(first_read[0])
+    heads = []
+    while isinstance(ev := decoder.next_event(), Header):
+        heads.append(ev.fields)
+    assert [h["type"] for h in heads] == ["hello", "login"]
+    assert heads[1] == {"type": "login", "id": 1, "name": "alpha", "password": "pw",
+                        "udp_port": 6001}
+    assert later == []

@@ -85,6 +85,9 @@ class ServerLink:
         self.version = m.PROTOCOL_VERSION
         #: Why the server will keep no partial of the last upload (its resume budget).
         self.resume_note: str | None = None
+        #: The login sent with the hello: its arguments, id and the future of its answer.
+        self._early_login: tuple[tuple[str, str, int], int,
+                                 asyncio.Future[m.Reply]] | None = None
         #: Told of each ``peer`` frame (a UVF is coming to this device).
         self.on_peer: Callable[[m.PeerNotice], None] | None = None
         peer = writer.get_extra_info("peername") or ("", 0)
@@ -94,12 +97,19 @@ class ServerLink:
 
     # --- requests ----------------------------------------------------------
 
-    async def hello(self) -> m.HelloReply:
-        """Exchange hellos; raises ConnectFailed if the server does not speak our version."""
+    async def hello(self, login: tuple[str, str, int] | None = None) -> m.HelloReply:
+        """Exchange hellos; raises ConnectFailed if the server does not speak our version.
+        ``login`` (name, password, UDP port): the login goes in the same write as the
+        hello (one round trip for both, docs/PROTOCOL.md); ``login`` with the same
+        arguments then returns its answer."""
         fut = self._waiter(_HELLO)
         async with self._send_lock:
-            await self._write(self._proto.send(m.Hello(m.PROTOCOL_VERSION, AGENT,
-                                                       m.PROTOCOL_VERSIONS)))
+            data = self._proto.send(m.Hello(m.PROTOCOL_VERSION, AGENT, m.PROTOCOL_VERSIONS))
+            if login is not None:
+                request = m.Login(self._proto.next_id(), *login)
+                self._early_login = (login, request.id, self._waiter(request.id))
+                data += self._proto.send(request)
+            await self._write(data)
         try:
             reply = await self._wait(_HELLO, fut, CONNECT_TIMEOUT)
         except ServerGone as exc:
@@ -115,6 +125,12 @@ class ServerLink:
 
     async def login(self, name: str, password: str, udp_port: int
                     ) -> m.LoginOk | m.ErrorReply:
+        early, self._early_login = self._early_login, None
+        if early is not None and early[0] == (name, password, udp_port):
+            _, rid, fut = early
+            return self._expect(await self._wait(rid, fut, REPLY_TIMEOUT), m.LoginOk)
+        if early is not None:  # sent with the hello for other credentials: its answer is moot
+            early[2].cancel()
         return await self._call(lambda rid: m.Login(rid, name, password, udp_port), m.LoginOk)
 
     async def compute(self, file_id: int, op: str) -> m.ComputeOk | m.ErrorReply:

@@ -83,13 +83,14 @@ async def open_link(host: str, port: int, infos: list[tuple[Any, ...]] | None = 
     raise ConnectFailed(f"cannot reach the server at {where}: {reason}")
 
 
-async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = None
-                  ) -> ServerLink:
-    """A link to the configured server, hellos exchanged. Raises ConnectFailed."""
+async def connect(config: ClientConfig, infos: list[tuple[Any, ...]] | None = None,
+                  login: tuple[str, str, int] | None = None) -> ServerLink:
+    """A link to the configured server, hellos exchanged. Raises ConnectFailed.
+    ``login`` (name, password, UDP port) is sent with the hello (``ServerLink.hello``)."""
     link = await open_link(config.server_host, config.server_port, infos,
                            ssl_context=client_tls(config))
     try:
-        await link.hello()
+        await link.hello(login)
     except BaseException:
         await link.close()
         raise

@@ -89,7 +89,7 @@ class HeadlessDevice:
         try:
             infos = await resolve(cfg.server_host, cfg.server_port)
             self.peers = PeerLink.for_client(infos[0][0], cfg)
-            self.server = await connect(cfg, infos)
+            self.server = await connect(cfg, infos, login=self._credentials())
         except PeerBindError as exc:
             self.err.write(f"edgenet: {exc.message}\n")
             return EXIT_USAGE
@@ -134,9 +134,13 @@ class HeadlessDevice:
             await self._logout()
         return status
 
-    async def _login(self, server: ServerLink) -> None:
+    def _credentials(self) -> tuple[str, str, int]:
+        """What the login sends: it goes with the hello (one round trip for both)."""
         assert self.peers is not None
-        reply = await server.login(self.headless.name, self.headless.password, self.peers.port)
+        return self.headless.name, self.headless.password, self.peers.port
+
+    async def _login(self, server: ServerLink) -> None:
+        reply = await server.login(*self._credentials())
         if isinstance(reply, m.ErrorReply):
             raise _LoginRefused(reply.code or "refused", refusal_text(reply))
         self.logged_in = True
@@ -215,7 +219,7 @@ class HeadlessDevice:
     async def _reconnect_once(self) -> None:
         """Connect and log in again, once. Raises ConnectFailed, ServerGone, ReplyTimeout;
         a refused login raises _LoginRefused."""
-        server = await connect(self.config)
+        server = await connect(self.config, login=self._credentials())
         try:
             await self._login(server)
             assert self.peers is not None
@@ -253,7 +257,7 @@ class HeadlessDevice:
             log.info("reconnecting", delay=round(delay, 3), attempt=backoff.attempt)
             await asyncio.sleep(delay)
             try:
-                server = await connect(self.config)
+                server = await connect(self.config, login=self._credentials())
             except ConnectFailed as exc:
                 log.info("reconnect_failed", error=exc.message)
                 continue

@@ -3,7 +3,9 @@
 asyncio's own accept loop (``loop.create_server``) logs a traceback for every
 connection left in the backlog each time it meets EMFILE (tens of thousands of
 them with a long backlog), and leaves those connections waiting. ``Acceptor``
-accepts with ``loop.sock_accept`` instead. On EMFILE/ENFILE it pauses for
+accepts with ``loop.sock_accept`` instead, then takes what else waits in the backlog
+without waiting (``ACCEPT_BATCH`` at most: one wake-up for a burst of connections,
+as asyncio's own loop does). On EMFILE/ENFILE it pauses for
 ``PAUSE`` seconds and resumes, reports one ``too_many_open_files`` event per
 episode (``ExhaustionLog``), and sheds the backlog: it gives up its spare
 descriptor for a moment, accepts the waiting connections one at a time, sends
@@ -33,13 +35,15 @@ log = structlog.get_logger("edgenet.server")
 PAUSE = 0.1
 #: Connections shed (told ``busy`` and closed) per pause at most.
 SHED_PER_PAUSE = 64
+#: Connections accepted after one wake-up at most (those waiting in the backlog).
+ACCEPT_BATCH = 64
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 #: Called with each accepted (non-blocking) socket and its peer address.
 OnSocket = Callable[[socket.socket, tuple[str, int]], None]
 #: Makes the protocol of one device connection, given the device's address when a
 #: PROXY header named it (None: the socket's peer is the device).
-ProtocolFactory = Callable[[tuple[str, int] | None], asyncio.Protocol]
+ProtocolFactory = Callable[[tuple[str, int] | None], asyncio.BaseProtocol]
 #: Called with the peer of a connection just accepted and how many are still starting:
 #: None to serve it, else the bytes to send it before it is closed at once.
 Admission = Callable[[tuple[str, int], int], "bytes | None"]
@@ -125,12 +129,23 @@ class Acceptor:
                 log.info("accepting_resumed", where=self.where, shed=self.shed,
                          paused_ms=round((time.monotonic() - paused_at) * 1000))
                 paused_at = None
+            self._take(sock, addr)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, addr = lsock.accept()
+                except OSError:
+                    # Nothing more waits (EAGAIN), or an error the awaited accept meets
+                    # again and handles (EMFILE, a connection gone from the backlog).
+                    break
+                self._take(sock, addr)
+
+    def _take(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        try:
             sock.setblocking(False)
-            try:
-                self._on_socket(sock, (str(addr[0]), int(addr[1])))
-            except Exception:  # a bug of ours: this connection only
-                log.exception("accept_handler_failed", where=self.where)
-                sock.close()
+            self._on_socket(sock, (str(addr[0]), int(addr[1])))
+        except Exception:  # a bug of ours (or a socket gone): this connection only
+            log.exception("accept_handler_failed", where=self.where)
+            sock.close()
 
     def _shed(self, lsock: socket.socket) -> int:
         """Tell the connections waiting in the backlog ``busy``, with the spare's slot."""
@@ -194,6 +209,8 @@ class DeviceListener:
                 sock.shutdown(socket.SHUT_WR)
             sock.close()
             return
+        if self._ssl is None and attach_plain(sock, lambda: self._factory(None)):
+            return
         task = asyncio.get_running_loop().create_task(self._connection(sock))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -202,14 +219,28 @@ class DeviceListener:
         await attach(sock, lambda: self._factory(None), self._ssl, self._handshake_timeout)
 
 
-async def attach(sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+def attach_plain(sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> bool:
+    """Give an accepted plain TCP socket its protocol now, without a task: what
+    ``connect_accepted_socket`` does for plain TCP, less its coroutine and the future
+    it waits on (a burst of logins costs one of each per connection). False where the
+    event loop has no selector transports (the caller then takes the public way)."""
+    loop = asyncio.get_running_loop()
+    make = getattr(loop, "_make_socket_transport", None)
+    if make is None:
+        return False
+    protocol = factory()
+    # connection_made follows in the loop's next turn, as with connect_accepted_socket.
+    make(sock, protocol)
+    return True
+
+
+async def attach(sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
                  ssl_context: ssl.SSLContext | None, handshake_timeout: float | None,
                  peer: str | None = None) -> bool:
     """Give an accepted socket its protocol (after the TLS handshake). False if the
     handshake failed (logged, the socket closed). ``peer``: the name to log."""
     loop = asyncio.get_running_loop()
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # No TCP_NODELAY here: asyncio's socket transports set it on every TCP socket.
     try:
         await loop.connect_accepted_socket(
             factory, sock, ssl=ssl_context,

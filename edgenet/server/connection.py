@@ -1,7 +1,10 @@
 """asyncio adapter for one device connection: bytes in, events out, work done.
 
-``DeviceConnection`` is the connection's ``asyncio.Protocol``. ``data_received``
-feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
+``DeviceConnection`` is the connection's protocol. Its bytes are read into one
+buffer shared by the connections of the event loop's thread (``READ_SIZE``), and
+copied out only as long as they are (asyncio's plain protocols get a new 256 KiB
+bytes object for each read, which costs 4-5 times the copy: docs/PERFORMANCE.md).
+``data_received`` feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
 waiting (pings, pongs, an upload's body, a bad request); the first event that does
 (a login, a command, the end of an upload, the end of the connection) starts a
 task that serves it and every event after it, and that ends as soon as the session
@@ -9,7 +12,9 @@ needs data again. An idle connection therefore holds no task, no coroutine and n
 stream buffer: the transport, this object and its session (measured: about 5 KB a
 connection less than asyncio's streams and a task, docs/PERFORMANCE.md).
 
-Replies go through the transport; ``pause_writing``/``resume_writing`` are its
+Replies written while one batch of received bytes is handled go out in one write
+(the "cork": a hello and the login sent with it are answered in one segment,
+docs/PROTOCOL.md), at most ``CORK_MAX`` bytes of them. Replies go through the transport; ``pause_writing``/``resume_writing`` are its
 backpressure: a peer that leaves more than ``WRITE_BUFFER_HIGH`` unread for the
 send timeout is dropped. Reading pauses while a task works and more than
 ``READ_BUFFER_HIGH`` bytes wait in the session. What each request does is
@@ -20,7 +25,7 @@ whatever ended the connection.
 from __future__ import annotations
 
 import asyncio
-import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +68,23 @@ WRITE_BUFFER_HIGH = 256 * 1024
 #: and buffers at most one piece of it of its own, however slowly its device reads.
 #: A smaller one is written at once (pieces cost a write and a wake-up each).
 REPLY_PIECE = 8 * 1024
+#: Bytes of replies held back to leave in one write with the next ones (the replies to
+#: the requests of one read); a larger reply goes out at once, after those held.
+CORK_MAX = 64 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
+#: One read from a device's socket at most (asyncio's own read size).
+READ_SIZE = 256 * 1024
+
+_THREAD = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's connections: reads go into it, and each is
+    copied out before the next can happen (one event loop a thread)."""
+    view: memoryview | None = getattr(_THREAD, "read_buffer", None)
+    if view is None:
+        view = _THREAD.read_buffer = memoryview(bytearray(READ_SIZE))
+    return view
 
 
 @dataclass(frozen=True)
@@ -87,7 +108,7 @@ _DRAIN = _Drain()
 _Work = SessionEvent | _Drain
 
 
-class DeviceConnection(RequestServer, asyncio.Protocol):
+class DeviceConnection(RequestServer, asyncio.BufferedProtocol):
     """One TCP connection from a device, from hello to close."""
 
     write_high = WRITE_BUFFER_HIGH
@@ -95,7 +116,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
 
     __slots__ = ("_hooks", "_given_peer", "transport", "_tls", "_task",
                  "_ended", "_lost", "_lost_reason", "_reading_paused", "_write_paused",
-                 "_drain_waiter", "_written", "_taken")
+                 "_drain_waiter", "_written", "_taken", "_cork", "_corked", "_rbuf")
 
     def __init__(self, state: ServerState, hooks: ConnectionHooks,
                  peer: tuple[str, int] | None = None) -> None:
@@ -122,8 +143,12 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         #: when last looked at (``_peer_read``).
         self._written = 0
         self._taken = 0
+        #: Replies held back to go out in one write (None: each is written at once).
+        self._cork: list[bytes] | None = None
+        self._corked = 0
+        self._rbuf = _read_buffer()
 
-    # -- asyncio.Protocol -------------------------------------------------------
+    # -- asyncio.BufferedProtocol -----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -142,12 +167,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
             transport.write(refusal)
             transport.close()  # flushes what is buffered, then closes
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # No TCP_NODELAY here: asyncio's socket transports set it on every TCP socket.
         try:
             transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         except (AttributeError, NotImplementedError):  # a transport without flow control
@@ -155,12 +175,21 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         now = time.monotonic()
         self.proto.opened = self.proto.last_received = now
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._rbuf[:nbytes].tobytes())
+
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
         self.proto.receive_data(data, time.monotonic())
         if self._task is None:
+            self._cork = []
             self._pump()
+            if self._task is None:  # else the task writes them with its first replies
+                self._uncork()
         elif self.proto.buffered > READ_BUFFER_HIGH and not self._reading_paused:
             self._reading_paused = True
             assert self.transport is not None
@@ -272,6 +301,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
             log.exception("connection_crashed", peer=self.peer)
         finally:
             self._task = None
+            self._uncork()
         if reason is None:  # idle again: the device's next bytes start the next task
             if self._reading_paused and not self._ended:
                 self._reading_paused = False
@@ -306,6 +336,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
                 await self._finish_upload()
             if self._stop_after_command and self._upload is None:
                 self.disconnect("shutdown", SHUTDOWN_MESSAGE)
+            self._uncork()
             ev = self.proto.next_event()
 
     def _cut_off(self) -> None:
@@ -327,6 +358,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         finally:
             transport = self.transport
             if transport is not None and not transport.is_closing():
+                self._uncork()
                 transport.close()
             self._hooks.closed(self)
 
@@ -353,17 +385,36 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
     @property
     def buffered(self) -> int:
         """Bytes of replies this process holds for the device (not yet taken by the kernel)."""
-        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+        if self.transport is None:
+            return 0
+        return self.transport.get_write_buffer_size() + self._corked
 
     def _write(self, data: bytes | memoryview) -> None:
         assert self.transport is not None
-        self.transport.write(data)
         self._written += len(data)
+        cork = self._cork
+        if cork is not None and not self._streaming and self._corked + len(data) <= CORK_MAX:
+            cork.append(bytes(data))
+            self._corked += len(data)
+            return
+        self._uncork()
+        self.transport.write(data)
+
+    def _uncork(self) -> None:
+        """Write the replies held back, in one write (the cork stays off until the next
+        read)."""
+        cork, self._cork = self._cork, None
+        if cork:
+            self._corked = 0
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     def _transport_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
     def _abort(self) -> None:
+        self._cork, self._corked = None, 0
         if self.transport is not None:
             self.transport.abort()
 
@@ -374,6 +425,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
     async def _drain(self) -> None:
         transport = self.transport
         assert transport is not None
+        self._uncork()
         if transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH and not transport.is_closing():
             return  # the common case: nothing to wait for
         await self._wait_written()
@@ -383,6 +435,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
         Raises ConnectionResetError when the connection is gone, SlowReader when the
         device does not read within the send timeout."""
         assert self.transport is not None
+        self._uncork()
         if self.transport.is_closing():
             await asyncio.sleep(0)  # let a pending connection_lost arrive first
         if self._lost:
@@ -421,6 +474,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
             return
         if not transport.is_closing():  # else the transport is already gone
             self._send(m.Notice(kind, message))  # the session's last word
+            self._uncork()
         self.proto.close()
         if kind in ("timeout", "upload_timeout") and transport.get_write_buffer_size():
             # A silent peer may never read what is still buffered: do not wait to flush it.
@@ -480,6 +534,7 @@ class DeviceConnection(RequestServer, asyncio.Protocol):
             # Not counted in ``_written``: a device whose kernel takes our pings while
             # nothing answers them is not reading (only bytes of replies are).
             assert self.transport is not None
+            self._uncork()  # after the replies held back, never before them
             self.transport.write(action.frame)
         elif isinstance(action, PeerSilent):
             log.info("heartbeat_timeout", device=self.name, peer=self.peer)

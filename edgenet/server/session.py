@@ -351,5 +351,17 @@ def negotiate(hello: m.Hello) -> int | None:
     return max(common) if common else None
 
 
+#: The hello answers given so far (a server gives one or two: its version, its agent
+#: and its heartbeat do not change), encoded once each.
+_HELLO_FRAMES: dict[m.HelloReply, bytes] = {}
+
+
 def _encode(reply: m.Reply) -> bytes:
+    if type(reply) is m.HelloReply:
+        frame = _HELLO_FRAMES.get(reply)
+        if frame is None:
+            frame = encode_frame(m.reply_to_fields(reply))
+            if len(_HELLO_FRAMES) < 16:
+                _HELLO_FRAMES[reply] = frame
+        return frame
     return encode_frame(m.reply_to_fields(reply))

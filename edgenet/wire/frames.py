@@ -72,12 +72,16 @@ NEED_DATA: Final = NeedData()
 FrameEvent = Header | BodyChunk | BodyEnd | Closed | NeedData
 
 
+#: One encoder for every header (``json.dumps`` with arguments builds one per call).
+_HEADER_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_frame(fields: dict[str, Any], body: bytes | None = None,
                  max_header: int = MAX_REPLY_HEADER) -> bytes:
     """Encode one frame. ``body`` (if any) is appended raw and announced in the header."""
     if body:
         fields = {**fields, "body": len(body)}
-    raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw = _HEADER_JSON.encode(fields).encode("utf-8")
     out = encode_raw_header(raw, max_header)
     return out + body if body else out
 

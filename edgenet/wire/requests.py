@@ -220,7 +220,9 @@ def sha256_field(fields: dict[str, Any], key: str, rid: int | None) -> str:
 
 
 def _versions(fields: dict[str, Any]) -> tuple[int, ...]:
-    items = fields.get("versions", [])
+    if "versions" not in fields:  # a version-1 device's hello (and the load generator's)
+        return ()
+    items = fields["versions"]
     if not isinstance(items, list) or len(items) > 16 or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**31 for v in items):
         raise MessageError("bad_message", "'versions' must be a list of at most 16 integers")
