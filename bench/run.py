@@ -24,6 +24,7 @@ FULL = [
     ("uvf", ["bench_uvf.py", "--size-mb", "200", "--runs", "3"]),
     ("p2p", ["bench_p2p.py", "--size-mb", "100", "--runs", "3"]),
     ("nat", ["bench_nat.py", "--size-mb", "100", "--runs", "3"]),
+    ("recv", ["recv_cost.py", "--runs", "5"]),
     ("scale", ["bench_scale.py", "--idle", "1000,5000,10000,19500", "--slow", "19500",
                "--devices", "1000", "--seconds", "5", "--runs", "3"]),
     ("fleet", ["bench_fleet.py", "--devices", "100", "--seconds", "5", "--runs", "3"]),
@@ -36,6 +37,7 @@ QUICK = [
     ("p2p", ["bench_p2p.py", "--size-mb", "20", "--runs", "1", "--loss", "0,0.05",
              "--tftp-mb", "2", "--no-lossy-tftp"]),
     ("nat", ["bench_nat.py", "--size-mb", "10", "--runs", "1"]),
+    ("recv", ["recv_cost.py", "--runs", "1"]),
     ("scale", ["bench_scale.py", "--idle", "500", "--slow", "500", "--devices", "100",
                "--seconds", "2", "--runs", "1", "--hold", "1"]),
     ("fleet", ["bench_fleet.py", "--devices", "30", "--seconds", "2", "--runs", "1",
@@ -48,7 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset: startup,upload,uvf,p2p,nat,scale,fleet,resume")
+                    help="comma-separated subset: startup,upload,uvf,p2p,nat,recv,scale,fleet,resume")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)

@@ -3,7 +3,8 @@
 ``DeviceConnection`` is the connection's protocol. Its bytes are read into one
 buffer shared by the connections of the event loop's thread (``READ_SIZE``), and
 copied out only as long as they are (asyncio's plain protocols get a new 256 KiB
-bytes object for each read, which costs 4-5 times the copy: docs/PERFORMANCE.md).
+bytes object for each read, which glibc maps and unmaps each time until a block that
+large has been freed: 4-5 times the copy, bench/recv_cost.py).
 ``data_received`` feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
 waiting (pings, pongs, an upload's body, a bad request); the first event that does
 (a login, a command, the end of an upload, the end of the connection) starts a
@@ -12,11 +13,12 @@ needs data again. An idle connection therefore holds no task, no coroutine and n
 stream buffer: the transport, this object and its session (measured: about 5 KB a
 connection less than asyncio's streams and a task, docs/PERFORMANCE.md).
 
-Replies written while one batch of received bytes is handled go out in one write
-(the "cork": a hello and the login sent with it are answered in one segment,
-docs/PROTOCOL.md), at most ``CORK_MAX`` bytes of them. Replies go through the transport; ``pause_writing``/``resume_writing`` are its
-backpressure: a peer that leaves more than ``WRITE_BUFFER_HIGH`` unread for the
-send timeout is dropped. Reading pauses while a task works and more than
+Small replies written while one batch of received bytes is handled go out in one
+write (the "cork": a hello and the login sent with it are answered in one segment,
+docs/PROTOCOL.md); a reply over ``CORK_PIECE`` is never held or copied. Replies go
+through the transport; ``pause_writing``/``resume_writing`` are its backpressure: a
+peer that leaves more than ``WRITE_BUFFER_HIGH`` unread for the send timeout is
+dropped. Reading pauses while a task works and more than
 ``READ_BUFFER_HIGH`` bytes wait in the session. What each request does is
 ``serving.RequestServer``'s; on the way out the device leaves the active list,
 whatever ended the connection.
@@ -71,6 +73,8 @@ REPLY_PIECE = 8 * 1024
 #: Bytes of replies held back to leave in one write with the next ones (the replies to
 #: the requests of one read); a larger reply goes out at once, after those held.
 CORK_MAX = 64 * 1024
+#: Larger replies are never held (nor copied): they go out at once, after those held.
+CORK_PIECE = 4 * 1024
 SHUTDOWN_MESSAGE = "the server is shutting down"
 #: One read from a device's socket at most (asyncio's own read size).
 READ_SIZE = 256 * 1024
@@ -393,7 +397,8 @@ class DeviceConnection(RequestServer, asyncio.BufferedProtocol):
         assert self.transport is not None
         self._written += len(data)
         cork = self._cork
-        if cork is not None and not self._streaming and self._corked + len(data) <= CORK_MAX:
+        if (cork is not None and not self._streaming and len(data) <= CORK_PIECE
+                and self._corked + len(data) <= CORK_MAX):
             cork.append(bytes(data))
             self._corked += len(data)
             return
