@@ -115,12 +115,26 @@ class HeadlessDevice:
                            f"login as {name} refused: {exc.message}")
                 return EXIT_AUTH
         except (ServerGone, ReplyTimeout) as exc:
-            self._fail(CommandResult.failure("login", "unreachable", exc.message), exc.message)
-            return EXIT_UNREACHABLE
+            if not self.headless.stay:
+                self._fail(CommandResult.failure("login", "unreachable", exc.message),
+                           exc.message)
+                return EXIT_UNREACHABLE
+            # Gone before its answer (a restart): a device that stays comes back.
+            await self.server.close()
+            log.warning("connection_lost", reason=exc.message)
+            status = await self._reconnect(Backoff(cap=self.headless.reconnect_max))
+            if status is not None:
+                return status
         structlog.contextvars.bind_contextvars(device=name)
         await self.peers.start(name, self._lookup, self._announce)
         try:
-            await join_rendezvous(self.server, self.peers)
+            try:
+                await join_rendezvous(self.server, self.peers)
+            except (ServerGone, ReplyTimeout):
+                if not self.headless.stay:
+                    raise
+                # The link dropped between the login and the rendezvous (a restart): the
+                # stay below sees it closed and reconnects.
             status, out = await self._run_commands()
             if self.headless.stay and not out and (status == EXIT_OK or self.headless.keep_going):
                 stay_status = await self._stay()
