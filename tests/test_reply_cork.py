@@ -47,29 +47,21 @@ async def exchange(port: int, requests: list[dict[str, Any]], answers: int
         writer.close()
 
 
+@pytest.mark.parametrize("cork_max,segments", [(connection.CORK_MAX, 1), (0, 2)],
+                         ids=["corked", "control-without-the-cork"])
 async def test_a_hello_and_its_login_are_answered_in_one_segment(
-        server_config: ServerConfig) -> None:
+        server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch, cork_max: int,
+        segments: int) -> None:
+    """Corked: one data segment. The control, every reply written at once: two."""
+    monkeypatch.setattr(connection, "CORK_MAX", cork_max)
     server = await start_server(server_config)
     try:
-        frames, segments = await exchange(server.port, [HELLO, LOGIN], 2)
+        frames, seen = await exchange(server.port, [HELLO, LOGIN], 2)
     finally:
         await server.close()
     assert [f["type"] for f in frames] == ["hello", "ok"]
     assert frames[1]["id"] == 1
-    assert segments == 1
-
-
-async def test_without_the_cork_the_same_login_takes_two_segments(
-        server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The control: what the count sees when every reply is written at once."""
-    monkeypatch.setattr(connection, "CORK_MAX", 0)
-    server = await start_server(server_config)
-    try:
-        frames, segments = await exchange(server.port, [HELLO, LOGIN], 2)
-    finally:
-        await server.close()
-    assert [f["type"] for f in frames] == ["hello", "ok"]
-    assert segments == 2
+    assert seen == segments
 
 
 async def test_replies_keep_their_order_around_the_cork(server_config: ServerConfig) -> None:

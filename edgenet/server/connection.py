@@ -4,8 +4,8 @@
 buffer shared by the connections of the event loop's thread (``READ_SIZE``), and
 copied out only as long as they are (asyncio's plain protocols get a new 256 KiB
 bytes object for each read, which glibc maps and unmaps each time until a block that
-large has been freed: 4-5 times the copy, bench/recv_cost.py).
-``data_received`` feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
+large has been freed: 4-5 times the copy, bench/recv_cost.py). ``data_received``
+feeds the sans-I/O ``DeviceSession`` and handles at once the events that need no
 waiting (pings, pongs, an upload's body, a bad request); the first event that does
 (a login, a command, the end of an upload, the end of the connection) starts a
 task that serves it and every event after it, and that ends as soon as the session
@@ -70,8 +70,8 @@ WRITE_BUFFER_HIGH = 256 * 1024
 #: and buffers at most one piece of it of its own, however slowly its device reads.
 #: A smaller one is written at once (pieces cost a write and a wake-up each).
 REPLY_PIECE = 8 * 1024
-#: Bytes of replies held back to leave in one write with the next ones (the replies to
-#: the requests of one read); a larger reply goes out at once, after those held.
+#: Bytes of replies held back at most to leave in one write (the replies to the
+#: requests of one read).
 CORK_MAX = 64 * 1024
 #: Larger replies are never held (nor copied): they go out at once, after those held.
 CORK_PIECE = 4 * 1024
