@@ -352,8 +352,8 @@ async def serve(config: ServerConfig, credentials: Credentials,
     if extra is not None:
         extra(server)
     addresses = await server.start()
-    # What exists now lives as long as the process (frozen), and a burst of logins
-    # runs no full collection (collector.py).
+    # What exists now lives as long as the process (frozen), and full collections
+    # are spaced out for bursts of logins (collector.py).
     tune_collector()
     if ready is not None:
         ready(server, addresses)
