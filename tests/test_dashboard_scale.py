@@ -282,6 +282,14 @@ async def test_layout_keyboard_kick_and_unblock(fleet: Fleet, tmp_path: Path) ->
             raise AssertionError("no Disconnect button is reachable with Tab")
         owner = await page.evaluate("document.activeElement.closest('tr').dataset.name")
         assert owner == "dev-4999", owner
+        # The periodic refresh re-renders the table under the focus, which stays put.
+        await page.evaluate("""() => { window.__renders = 0;
+            new MutationObserver(() => { window.__renders += 1; })
+              .observe(document.querySelector('#devices tbody'), {childList: true}); }""")
+        await page.wait_for_function("() => window.__renders > 0", timeout=20_000)
+        kept = await page.evaluate("""() => { const el = document.activeElement;
+            return [el.classList.contains('disconnect'), el.closest('tr')?.dataset.name]; }""")
+        assert kept == [True, "dev-4999"], kept
         await page.keyboard.press("Enter")
         await expect(page.locator("#message")).to_have_text("disconnected dev-4999",
                                                             timeout=10_000)

@@ -61,3 +61,42 @@ async def test_a_kick_sent_while_the_node_reconnects_arrives(tmp_path: Path,
         await b.stop()
         await a_link.close()
         await b_link.close()
+
+
+async def test_a_session_kicked_while_the_node_was_cut_off_is_not_put_back(
+        tmp_path: Path, redis_engine: RedisEngine) -> None:
+    """The resync after an outage handles the kicks it missed before it puts its
+    sessions back: node B evicted alpha while A could not read its stream (A's
+    kick reader is stopped here, so the kick is certainly unread when A resyncs)."""
+    prefix = f"resync{abs(hash(str(tmp_path))) % 10**8}"
+    a_link = RedisLink(redis_engine.url, prefix, "node-a")
+    b_link = RedisLink(redis_engine.url, prefix, "node-b")
+    a, b = RedisPresence(a_link), RedisPresence(b_link)
+    told: list[tuple[str, str]] = []
+
+    def evicted(dev: ActiveDevice, reason: str) -> None:
+        told.append((dev.name, reason))
+    a.on_evict(evicted)
+    await a.start()
+    try:
+        joined = await a.join("alpha", "192.0.2.1", 9, 1.0)
+        kept = await a.join("beta", "192.0.2.2", 9, 1.0)
+        await a.stop()  # A hears no kick from now on
+        removed = await b.evict("alpha", "disconnected")
+        assert removed is not None and removed.session_id == joined.device.session_id
+        assert told == []
+        # The restore script alone refuses the kicked session (a kick sent after the
+        # resync read the stream) and keeps the other one.
+        assert await a.restore(joined.device) == "kicked"
+        assert await a.restore(kept.device) == "kept"
+        await a.resync()
+        assert told == [("alpha", "disconnected")]
+        assert await b.get("alpha") is None
+        beta = await b.get("beta")
+        assert beta is not None and beta.session_id == kept.device.session_id
+        await a.resync()  # the kick is handled once
+        assert told == [("alpha", "disconnected")]
+    finally:
+        await a.stop()
+        await a_link.close()
+        await b_link.close()

@@ -5,7 +5,7 @@ transfers through it, slowly enough for a test to act in the middle of one."""
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import threading
 import time
@@ -31,10 +31,14 @@ class SlowUdpRelay:
         upstream: dict[tuple[str, int], socket.socket] = {}
         back: dict[socket.socket, tuple[str, int]] = {}
         next_free = time.monotonic()  # when the link is free for the next datagram
+        # A selector, not select(): the test process may hold descriptors past 1,024.
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
         try:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
-                ready, _, _ = select.select([self.sock, *back], [], [], 0.1)
-                for sock in ready:
+                for key, _ in sel.select(0.1):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
                     data, addr = sock.recvfrom(65536)
                     if sock is not self.sock:
                         self.sock.sendto(data, back[sock])
@@ -44,6 +48,7 @@ class SlowUdpRelay:
                         up = upstream[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                         up.bind(("127.0.0.1", 0))
                         back[up] = addr
+                        sel.register(up, selectors.EVENT_READ)
                     if up is None:
                         continue
                     now = time.monotonic()
@@ -54,6 +59,7 @@ class SlowUdpRelay:
         except OSError:
             return
         finally:
+            sel.close()
             for up in back:
                 up.close()
 

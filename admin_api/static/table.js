@@ -1,6 +1,7 @@
 // A table that holds thousands of rows and renders one page of them: search,
 // sort by any column (header buttons, keyboard reachable), paging. Cells are
-// text (textContent), never HTML: names come from devices.
+// text (textContent), never HTML: names come from devices. A re-render keeps
+// the keyboard focus on the same control of the same row while that row is shown.
 export class DataTable {
   // columns: [{id, label, text(row) -> string, value(row) -> sortable, cls, width,
   //            sortable (default true), title(row), render(td, row), when(rows) -> shown}]
@@ -93,6 +94,7 @@ export class DataTable {
     }
     const start = this.page * this.pageSize;
     const rows = this.view.slice(start, start + this.pageSize);
+    const focus = this.focused();
     const frag = document.createDocumentFragment();
     if (!rows.length) {
       const tr = document.createElement("tr");
@@ -109,6 +111,7 @@ export class DataTable {
       for (const c of columns) {
         const td = document.createElement("td");
         td.dataset.label = c.label || "";
+        td.dataset.col = c.id;
         if (c.cls) td.className = c.cls;
         if (c.render) c.render(td, row);
         else td.textContent = c.text(row);
@@ -118,6 +121,7 @@ export class DataTable {
       frag.appendChild(tr);
     }
     this.table.tBodies[0].replaceChildren(frag);
+    if (focus) this.refocus(focus);
     if (this.pager) {
       const pages = Math.max(1, Math.ceil(this.view.length / this.pageSize));
       this.pager.hidden = this.view.length <= this.pageSize;
@@ -126,6 +130,28 @@ export class DataTable {
         + this.view.length.toLocaleString() + ")";
       this.pager.querySelector(".prev").disabled = this.page === 0;
       this.pager.querySelector(".next").disabled = this.page >= pages - 1;
+    }
+  }
+
+  // The focused control of the body, as row key + column + class (or null).
+  focused() {
+    const el = document.activeElement;
+    if (!el || !this.table.tBodies[0].contains(el)) return null;
+    const tr = el.closest("tr"), td = el.closest("td");
+    if (!tr || !td) return null;
+    return { name: tr.dataset.name, col: td.dataset.col, cls: el.className };
+  }
+
+  refocus({ name, col, cls }) {
+    for (const tr of this.table.tBodies[0].rows) {
+      if (tr.dataset.name !== name) continue;
+      for (const td of tr.cells) {
+        if (td.dataset.col !== col) continue;
+        const el = [...td.querySelectorAll("button, a, input")].find((e) => e.className === cls);
+        if (el) el.focus({ preventScroll: true });
+        return;
+      }
+      return;
     }
   }
 }

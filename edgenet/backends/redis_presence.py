@@ -9,9 +9,11 @@ a node reconnects (a stream keeps it; plain pub/sub would drop it), and calls it
 ``on_evict`` handlers, which close the session. Entries held by this node are
 announced here at once, as the embedded presence does.
 
-Liveness is ``leases.NodeLease``'s; after an outage this node puts back the
-entries of its live sessions (``resync``), unless a login elsewhere took the
-name meanwhile, in which case the local session is told it was replaced.
+Liveness is ``leases.NodeLease``'s; after an outage this node first handles the
+kicks it missed, then puts back the entries of its live sessions (``resync``),
+unless a login elsewhere took the name meanwhile (the local session is told it
+was replaced) or another node kicked the session meanwhile (the restore script
+finds the kick in this node's stream, atomically, and leaves the entry out).
 """
 
 from __future__ import annotations
@@ -76,10 +78,26 @@ end
 return cur
 """
 
-# Put back one of this node's entries after an outage. ARGV: name, entry, node, prefix.
+# Put back one of this node's entries after an outage, unless a kick of that session
+# is in this node's stream after the last one it handled (another node evicted it
+# meanwhile; the kick reader will announce it). KEYS[5]: this node's kick stream.
+# ARGV: name, entry, node, prefix, the last kick handled.
 _RESTORE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local mine = cjson.decode(ARGV[2])
+if not cur then
+  for _, e in ipairs(redis.call('XRANGE', KEYS[5], '(' .. ARGV[5], '+')) do
+    local f = e[2]
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'dev' then
+        local ok, d = pcall(cjson.decode, f[i + 1])
+        if ok and type(d) == 'table' and d.session_id == mine.session_id then
+          return 'kicked'
+        end
+      end
+    end
+  end
+end
 if cur then
   if cjson.decode(cur).session_id == mine.session_id then
     redis.call('SADD', ARGV[4] .. ':node:' .. ARGV[3] .. ':devs', ARGV[1])
@@ -279,10 +297,17 @@ class RedisPresence:
                 delay = min(2.0, delay * 2)
                 continue
             delay = 0.1
-            for _stream, entries in got or ():
-                for entry_id, fields in entries:
-                    self._last_kick = entry_id
-                    self._kicked(fields)
+            self._handle_kicks(got)
+
+    def _handle_kicks(self, got: Any) -> None:
+        """Announce the kicks of an XREAD answer not handled yet (the reader and
+        ``resync`` may both read the same entries; each is handled once)."""
+        for _stream, entries in got or ():
+            for entry_id, fields in entries:
+                if _stream_id(entry_id) <= _stream_id(self._last_kick):
+                    continue
+                self._last_kick = entry_id
+                self._kicked(fields)
 
     def _kicked(self, fields: dict[str, str]) -> None:
         try:
@@ -304,10 +329,12 @@ class RedisPresence:
         for session_id, name in list(self._unleft.items()):
             await self._remove_entry(name, session_id, "")
             self._unleft.pop(session_id, None)
+        # Kicks sent while this node was cut off come first: a session kicked meanwhile
+        # is not put back (the restore script checks again for one sent since).
+        self._handle_kicks(await self.link.run(
+            lambda r: r.xread({self._kicks: self._last_kick}, count=KICKS_KEPT)))
         for dev in list(self._mine.values()):
-            outcome = await self.link.run(lambda r, d=dev: self._restore(  # type: ignore[misc]
-                keys=[self._devs, self._order, self._seq, self._version],
-                args=[d.name, encode_device(d), self.node, self.link.prefix]))
+            outcome = await self.restore(dev)
             if outcome == "taken":
                 self._announce(dev, "replaced")
             self._changed()
@@ -320,3 +347,18 @@ class RedisPresence:
                 if entry is not None and entry.node == self.node:
                     await self._remove_entry(name, entry.session_id, "")
         log.info("presence_resynced", devices=len(self._mine))
+
+    async def restore(self, dev: ActiveDevice) -> str:
+        """Put one of this node's entries back: ``restored``, ``kept`` (it was there),
+        ``taken`` (another session holds the name) or ``kicked`` (another node evicted
+        this session after the last kick this node handled)."""
+        outcome = await self.link.run(lambda r: self._restore(
+            keys=[self._devs, self._order, self._seq, self._version, self._kicks],
+            args=[dev.name, encode_device(dev), self.node, self.link.prefix,
+                  self._last_kick]))
+        return str(outcome)
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
