@@ -6,6 +6,8 @@ itself (CLIENT KILL) just before another node kicks its device."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from edgenet.backends.redis_presence import RedisPresence
@@ -14,8 +16,11 @@ from edgenet.server.interfaces import ActiveDevice
 from tests.engines import RedisEngine
 
 
-async def test_a_kick_sent_while_the_node_reconnects_arrives(tmp_path: Path,
-                                                            redis_engine: RedisEngine) -> None:
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, redis_engine: RedisEngine) -> AsyncIterator[
+        tuple[RedisPresence, RedisPresence, list[tuple[str, str]]]]:
+    """Presences of nodes A (started: it reads its kicks) and B (not started) in a
+    fleet of their own, and the evictions A announces."""
     prefix = f"kick{abs(hash(str(tmp_path))) % 10**8}"
     a_link = RedisLink(redis_engine.url, prefix, "node-a")
     b_link = RedisLink(redis_engine.url, prefix, "node-b")
@@ -26,26 +31,37 @@ async def test_a_kick_sent_while_the_node_reconnects_arrives(tmp_path: Path,
         told.append((dev.name, reason))
     a.on_evict(evicted)
     await a.start()
-    await b.start()
     try:
+        yield a, b, told
+    finally:
+        await a.stop()
+        await b.stop()
+        await a_link.close()
+        await b_link.close()
+
+
+async def test_a_kick_sent_while_the_node_reconnects_arrives(tmp_path: Path,
+                                                            redis_engine: RedisEngine) -> None:
+    async with two_nodes(tmp_path, redis_engine) as (a, b, told):
+        await b.start()
         await a.join("alpha", "192.0.2.1", 9, 1.0)
         # Node A's blocking read (XREAD BLOCK on its stream) is cut by Redis: the
         # connection of A's blocking client that Redis shows running XREAD.
         mine = set()
         for _ in range(50):
-            pool = a_link.blocking.connection_pool
+            pool = a.link.blocking.connection_pool
             for conn in [*pool._in_use_connections, *pool._available_connections]:
                 writer = getattr(conn, "_writer", None)
                 if writer is not None:
                     host, port = writer.get_extra_info("sockname")[:2]
                     mine.add(f"{host}:{port}")
-            reading = [c for c in await b_link.redis.client_list()
+            reading = [c for c in await b.link.redis.client_list()
                        if c.get("cmd") == "xread" and c.get("addr") in mine]
             if reading:
                 break
             await asyncio.sleep(0.05)
         assert len(reading) == 1, reading
-        await b_link.redis.execute_command("CLIENT", "KILL", "ID", reading[0]["id"])
+        await b.link.redis.execute_command("CLIENT", "KILL", "ID", reading[0]["id"])
         # Meanwhile node B's operator kicks alpha (held by node A).
         removed = await b.evict("alpha", "disconnected")
         assert removed is not None and removed.node == "node-a"
@@ -54,13 +70,8 @@ async def test_a_kick_sent_while_the_node_reconnects_arrives(tmp_path: Path,
                 break
             await asyncio.sleep(0.05)
         assert told == [("alpha", "disconnected")]
-        assert a_link.outages == 1  # it was delivered after A's reader reconnected
+        assert a.link.outages == 1  # it was delivered after A's reader reconnected
         assert await b.get("alpha") is None
-    finally:
-        await a.stop()
-        await b.stop()
-        await a_link.close()
-        await b_link.close()
 
 
 async def test_a_session_kicked_while_the_node_was_cut_off_is_not_put_back(
@@ -68,17 +79,7 @@ async def test_a_session_kicked_while_the_node_was_cut_off_is_not_put_back(
     """The resync after an outage handles the kicks it missed before it puts its
     sessions back: node B evicted alpha while A could not read its stream (A's
     kick reader is stopped here, so the kick is certainly unread when A resyncs)."""
-    prefix = f"resync{abs(hash(str(tmp_path))) % 10**8}"
-    a_link = RedisLink(redis_engine.url, prefix, "node-a")
-    b_link = RedisLink(redis_engine.url, prefix, "node-b")
-    a, b = RedisPresence(a_link), RedisPresence(b_link)
-    told: list[tuple[str, str]] = []
-
-    def evicted(dev: ActiveDevice, reason: str) -> None:
-        told.append((dev.name, reason))
-    a.on_evict(evicted)
-    await a.start()
-    try:
+    async with two_nodes(tmp_path, redis_engine) as (a, b, told):
         joined = await a.join("alpha", "192.0.2.1", 9, 1.0)
         kept = await a.join("beta", "192.0.2.2", 9, 1.0)
         await a.stop()  # A hears no kick from now on
@@ -96,7 +97,3 @@ async def test_a_session_kicked_while_the_node_was_cut_off_is_not_put_back(
         assert beta is not None and beta.session_id == kept.device.session_id
         await a.resync()  # the kick is handled once
         assert told == [("alpha", "disconnected")]
-    finally:
-        await a.stop()
-        await a_link.close()
-        await b_link.close()
