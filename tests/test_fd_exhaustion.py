@@ -145,7 +145,10 @@ def test_the_default_connection_cap_keeps_descriptors_for_devices_already_in(
     try:
         limit = [e for e in server.read_events() if e.get("event") == "fd_limit"]
         assert limit and limit[0]["soft"] == LIMIT and limit[0]["hard"] == LIMIT
+        # Under a limit this low: half of what the reserve leaves for sockets, half for
+        # the temporary files of uploads.
         assert limit[0]["max_connections"] == (LIMIT - 64) // 2
+        assert limit[0]["upload_slots"] == (LIMIT - 64) // 2
         got = asyncio.run(_flood_session(server.port, admin_port, exhausted=False))
         assert got["flood"] >= DEVICE_FLOOD // 2
         assert got["upload"]["type"] == "ok", got["upload"]  # the device already in uploads
@@ -197,7 +200,12 @@ def test_running_out_of_descriptors_is_one_event_per_episode_and_recovers(
 def test_exhaustion_is_one_event_per_episode_with_a_count() -> None:
     from structlog.testing import capture_logs
 
-    from edgenet.server.descriptors import ExhaustionLog, RateLimitedCount, connections_allowed
+    from edgenet.server.descriptors import (
+        ExhaustionLog,
+        RateLimitedCount,
+        connections_allowed,
+        upload_slots,
+    )
     log = ExhaustionLog(episode_seconds=10.0)
     with capture_logs() as logs:
         assert log.report("device_accept", 100.0)
@@ -209,7 +217,12 @@ def test_exhaustion_is_one_event_per_episode_with_a_count() -> None:
     count = RateLimitedCount(1.0)
     assert [count.hit(t) for t in (0.0, 0.5, 0.9, 1.0, 1.2)] == [0, None, None, 2, None]
     assert connections_allowed(256) == 96 and connections_allowed(80) == 16
-    assert connections_allowed(1 << 20) == ((1 << 20) - 64) // 2
+    assert upload_slots(256) == 96 and upload_slots(80) == 8
+    # Past 64 + 2 x 256: 256 upload slots, one descriptor for each other connection.
+    assert upload_slots(20_000) == 256 and connections_allowed(20_000) == 19_680
+    assert connections_allowed(1 << 20) == (1 << 20) - 64 - 256
+    # A fleet node keeps its Redis pool (64) and 14 more client descriptors too.
+    assert connections_allowed(20_000, 64 + 64 + 14) == 20_000 - 142 - 256
 
 
 def test_the_spare_descriptor_is_given_up_and_taken_again() -> None:

@@ -36,6 +36,18 @@ def test_the_session_core_owns_the_upload_idle_deadline() -> None:
     assert isinstance(c.heartbeat_action(166.0), PingDue)  # back to heartbeats
 
 
+def test_a_wait_the_server_imposed_is_not_the_devices_silence() -> None:
+    c = DeviceSession(10_000, heartbeat=10, now=0.0, upload_idle_timeout=30)
+    logged_in(c)
+    events(c, encode_header({"type": "upload", "id": 1, "file_id": 1}, 200) + b"1\n",
+           now=100.0)
+    assert c.heartbeat_action(140.0) == UploadStalled(40.0, 2, 200)
+    c.waited(140.0)  # e.g. for an upload slot, until 140
+    assert c.deadline() == 170.0 and c.heartbeat_action(169.0) is None
+    c.waited(120.0)  # never moves the deadline back
+    assert c.deadline() == 170.0
+
+
 def test_without_an_upload_idle_timeout_a_stalled_body_is_never_cut() -> None:
     c = DeviceSession(10_000, heartbeat=10, now=0.0)
     logged_in(c)

@@ -26,13 +26,14 @@ from edgenet.server.collector import tune_collector
 from edgenet.server.acceptor import DeviceListener
 from edgenet.server.connection import ConnectionHooks, DeviceConnection
 from edgenet.server.connectioncap import ConnectionCap
-from edgenet.server.descriptors import connection_budget, log_fd_limit
+from edgenet.server.descriptors import FLEET_CLIENT_FDS, connection_budget, log_fd_limit
 from edgenet.server.events import EventBuffer
 from edgenet.server.interfaces import ActiveDevice, Backends, EventLog, EvictReason
 from edgenet.server.rendezvous import Rendezvous
 from edgenet.server.state import ServerState, open_embedded
 from edgenet.server.storagewatch import StorageWatch
 from edgenet.server.udp import RendezvousEndpoint, RendezvousStartError, start_rendezvous
+from edgenet.server.uploadslots import UploadSlots
 from edgenet.wire import messages as m
 from edgenet.wire.frames import encode_frame
 
@@ -102,8 +103,12 @@ class EdgeServer:
     async def start(self) -> list[tuple[str, int]]:
         """Open the state, bind and start accepting. Returns the bound (host, port) addresses."""
         state = await self.open()
-        self.max_connections, fd_limits = connection_budget(self.config.max_connections)
+        clients = self.config.redis_max_connections + FLEET_CLIENT_FDS \
+            if self.config.redis_url else 0
+        budget = connection_budget(self.config.max_connections, clients)
+        self.max_connections = budget.connections
         self._cap = ConnectionCap(self.max_connections)
+        state.upload_slots = UploadSlots(budget.uploads)  # nobody is connected yet
         # Nobody is connected when the server starts: the device log starts empty.
         await state.device_log.write_now()
         ssl_context, handshake_timeout = None, None
@@ -130,7 +135,7 @@ class EdgeServer:
                                       state.fd_exhaustion, self._refusal)
         await listener.start(host, self.config.port)
         self._server = listener
-        log_fd_limit(fd_limits, self.max_connections)
+        log_fd_limit(budget)
         addresses = [sock.getsockname()[:2] for sock in self._server.sockets]
         if self.config.udp_port != 0:
             self._open_rendezvous(state)

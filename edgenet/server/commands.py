@@ -70,18 +70,28 @@ class RefusedUpload:
 
 async def begin_upload(state: ServerState, device: str, req: m.Upload) -> PendingUpload:
     """The pending upload of ``req``: checked and resumable when it carries a SHA-256
-    (version 3), else as version 1 had it."""
+    (version 3), else as version 1 had it. It holds one of the server's upload slots
+    until it ends (waiting here for one while every slot is taken)."""
+    if req.sha256 is not None and req.offset + req.size > state.config.max_upload:
+        return RefusedUpload(ResumeRefused(
+            "frame_too_large", f"the file is {req.offset + req.size} bytes; the server "
+            f"takes at most {state.config.max_upload}"))
+    slots = state.upload_slots
+    await slots.acquire()
     try:
         if req.sha256 is None:
-            return await state.files.begin_upload(device, req.file_id)
-        total = req.offset + req.size
-        if total > state.config.max_upload:
-            raise ResumeRefused("frame_too_large", f"the file is {total} bytes; the server "
-                                f"takes at most {state.config.max_upload}")
-        return await state.files.begin_upload(device, req.file_id,
-                                              ResumeRequest(req.offset, req.sha256, total))
+            upload = await state.files.begin_upload(device, req.file_id)
+        else:
+            upload = await state.files.begin_upload(
+                device, req.file_id, ResumeRequest(req.offset, req.sha256,
+                                                   req.offset + req.size))
     except (BackendUnavailable, ResumeRefused) as exc:
+        slots.release()
         return RefusedUpload(exc)
+    except BaseException:
+        slots.release()
+        raise
+    return slots.hold(upload)
 
 
 async def upload_offset(state: ServerState, device: str, req: m.UploadOffset

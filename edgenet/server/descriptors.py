@@ -4,10 +4,11 @@ At start-up the server raises its soft open-file limit to the hard limit
 (``raise_open_file_limit``) and, unless told otherwise, allows as many device
 connections as that leaves room for (``connections_allowed``): ``FD_RESERVE``
 descriptors stay for the server itself (listening sockets, logs, the admin
-port, the UDP socket, worker threads), and each device counts twice (its socket
-and, while it uploads, the temporary file), so running out of descriptors
-refuses new connections (``server_busy``) instead of failing the uploads of
-devices already in.
+port, the UDP socket, worker threads), ``upload_slots`` for the temporary files
+of the uploads in flight (``uploadslots.UploadSlots``: one more waits for a
+slot), and one for each device's socket. So running out of descriptors refuses
+new connections (``server_busy``) instead of failing the uploads of devices
+already in.
 
 When the table is full anyway (``--max-connections`` set above what the limit
 allows, another process's fault, a leak), EMFILE/ENFILE is one
@@ -36,6 +37,12 @@ log = structlog.get_logger("edgenet.server")
 FD_RESERVE = 64
 #: Fewest device connections the default allows, whatever the limit.
 MIN_CONNECTIONS = 16
+#: Uploads in flight at once (each holds its temporary file open), at most; under a
+#: limit too low for that, half of what the reserve leaves.
+UPLOAD_SLOTS = 256
+#: Kept too in fleet mode, beside ``--redis-max-connections``: the S3 client's pool
+#: (aiobotocore's default, 10) and the Redis connections of blocking reads and pub/sub.
+FLEET_CLIENT_FDS = 14
 #: Soft limit aimed at when the hard limit is unlimited (Linux's default fs.nr_open).
 UNLIMITED_TARGET = 1 << 20
 #: At most one ``too_many_open_files`` event per this many seconds (one per episode).
@@ -79,23 +86,47 @@ def raise_open_file_limit() -> FdLimits | None:
                     _as_int(was, UNLIMITED_TARGET))
 
 
-def connections_allowed(soft_limit: int) -> int:
-    """Device connections the default ``--max-connections`` allows under ``soft_limit``."""
-    return max(MIN_CONNECTIONS, (soft_limit - FD_RESERVE) // 2)
+def upload_slots(soft_limit: int, reserve: int = FD_RESERVE) -> int:
+    """Uploads in flight at once under ``soft_limit`` (more wait for a slot)."""
+    return max(1, min(UPLOAD_SLOTS, (soft_limit - reserve) // 2))
 
 
-def connection_budget(configured: int) -> tuple[int, FdLimits | None]:
+def connections_allowed(soft_limit: int, reserve: int = FD_RESERVE) -> int:
+    """Device connections the default ``--max-connections`` allows under ``soft_limit``:
+    one descriptor each, beside the ``reserve`` and the upload slots."""
+    return max(MIN_CONNECTIONS, soft_limit - reserve - upload_slots(soft_limit, reserve))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the open-file limit gives: device connections and upload slots."""
+
+    connections: int
+    uploads: int
+    #: Descriptors kept for the server itself.
+    reserve: int
+    #: None where the platform has no such limit.
+    limits: FdLimits | None
+
+
+def connection_budget(configured: int, clients: int = 0) -> Budget:
     """Raise the open-file limit; ``configured``, or when it is 0 the device connections
-    the limit allows, and the limits (``log_fd_limit`` logs them once the port is bound)."""
+    the limit allows, the upload slots, and the limits (``log_fd_limit`` logs them once
+    the port is bound). ``clients``: descriptors of the fleet's clients (Redis, S3),
+    kept beside ``FD_RESERVE``."""
     limits = raise_open_file_limit()
-    allowed = configured or connections_allowed(limits.soft if limits is not None else 1024)
-    return allowed, limits
+    soft = limits.soft if limits is not None else 1024
+    reserve = FD_RESERVE + clients
+    return Budget(configured or connections_allowed(soft, reserve),
+                  upload_slots(soft, reserve), reserve, limits)
 
 
-def log_fd_limit(limits: FdLimits | None, allowed: int) -> None:
+def log_fd_limit(budget: Budget) -> None:
+    limits = budget.limits
     if limits is not None:
         log.info("fd_limit", soft=limits.soft, hard=limits.hard, raised_from=limits.was,
-                 max_connections=allowed, reserve=FD_RESERVE)
+                 max_connections=budget.connections, upload_slots=budget.uploads,
+                 reserve=budget.reserve)
 
 
 def is_exhaustion(exc: BaseException) -> bool:

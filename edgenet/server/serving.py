@@ -172,6 +172,7 @@ class RequestServer:
                 pending = await commands.begin_upload(self.state, self.name, req)
             finally:
                 self.busy = False
+            self.proto.waited(time.monotonic())  # for an upload slot, maybe
             self._upload = (req, pending)
             self._started = time.perf_counter()
             if req.size == 0:

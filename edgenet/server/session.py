@@ -293,6 +293,11 @@ class DeviceSession:
 
     # -- liveness --------------------------------------------------------------
 
+    def waited(self, now: float) -> None:
+        """The server made the device wait (an upload for a free slot) until ``now``:
+        the device's silence meanwhile does not count against it."""
+        self.last_received = max(self.last_received, now)
+
     def peer_read(self, now: float) -> None:
         """The device took bytes of ours since the adapter last looked (the connection's
         send queue shrank): it is alive, busy reading a long reply, and a ping queued

@@ -30,7 +30,7 @@ from edgenet.server.interfaces import (
     Lockouts,
     Presence,
 )
-from edgenet.server.descriptors import ExhaustionLog
+from edgenet.server.descriptors import UPLOAD_SLOTS, ExhaustionLog
 from edgenet.server.limits import LoginRateLimiter
 from edgenet.server.listing import DeviceListing
 from edgenet.server.lockouts import LockoutTracker
@@ -38,6 +38,7 @@ from edgenet.server.logs import DEVICE_LOG
 from edgenet.server.presence import ActiveDevices
 from edgenet.server.partials import ResumeLimits
 from edgenet.server.store import DataDirStore
+from edgenet.server.uploadslots import UploadSlots
 
 if TYPE_CHECKING:
     from edgenet.server.rendezvous import Rendezvous
@@ -154,6 +155,8 @@ class ServerState:
     health: Health = field(default_factory=Health)
     #: "Too many open files", wherever it is met: one event per episode.
     fd_exhaustion: ExhaustionLog = field(default_factory=ExhaustionLog)
+    #: Uploads in flight at once (set from the open-file limit by the app's start).
+    upload_slots: UploadSlots = field(default_factory=lambda: UploadSlots(UPLOAD_SLOTS))
     #: This node's UDP rendezvous and relay (None: ``--udp-port 0``); set by the app.
     rendezvous: Rendezvous | None = None
 
