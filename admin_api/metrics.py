@@ -8,6 +8,7 @@ read from the server's state when scraped (``render``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -24,7 +25,6 @@ from admin_api.udp_metrics import RendezvousCollector
 
 if TYPE_CHECKING:
     from edgenet.server.app import EdgeServer
-    from edgenet.server.uploadslots import UploadSlots
 
 #: Seconds; device commands run from well under a millisecond (AED) to seconds (big UED).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -53,14 +53,17 @@ class ServerMetrics:
         Gauge("edgenet_reply_buffered_max_bytes", "Bytes of replies held in the server for the "
               "one connection that holds the most", registry=r).set_function(
                   lambda: server.reply_bytes_buffered()[1])
-        def slots() -> UploadSlots:  # read when scraped: the app's start replaces it
-            return server.state.upload_slots
+        def slots(field: str) -> Callable[[], float]:
+            def read() -> float:  # when scraped: the app's start replaces the slots
+                now = server.upload_slots()
+                return 0.0 if now is None else float(getattr(now, field))
+            return read
         Gauge("edgenet_upload_slots", "Uploads the server lets stream at once (each holds "
-              "a temporary file open)", registry=r).set_function(lambda: slots().slots)
+              "a temporary file open)", registry=r).set_function(slots("slots"))
         Gauge("edgenet_upload_slots_in_use", "Uploads streaming now",
-              registry=r).set_function(lambda: slots().in_use)
+              registry=r).set_function(slots("in_use"))
         Gauge("edgenet_uploads_waiting", "Uploads waiting for a free slot now",
-              registry=r).set_function(lambda: slots().waiting)
+              registry=r).set_function(slots("waiting"))
         self.blocked = Gauge("edgenet_device_names_blocked",
                              "Device names blocked now after failed logins", registry=r)
         Gauge("edgenet_start_time_seconds", "When the server started (Unix time)",

@@ -244,26 +244,36 @@ class SeaweedEngine(Engine):
         return f"http://127.0.0.1:{self.s3_port}"
 
     def start(self) -> None:
-        ports: dict[str, int] = {}
-        for name in ("master", "volume", "filer", "webdav", "admin"):
-            port = free_port(grpc_offset=True)
-            while port in ports.values() or port == self.s3_port:
+        # Its internal ports (and their gRPC ports, +10000) were free when chosen; another
+        # process may bind one first, and weed exits: it starts again on new internal
+        # ports (the S3 port, which the nodes know, stays).
+        for attempt in range(4):
+            ports: dict[str, int] = {}
+            for name in ("master", "volume", "filer", "webdav", "admin"):
                 port = free_port(grpc_offset=True)
-            ports[name] = port
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-        self._spawn([self.exe, "mini", f"-dir={self.place / 'data'}", "-ip=127.0.0.1",
-                     "-ip.bind=127.0.0.1", f"-s3.port={self.s3_port}",
-                     *(f"-{name}.port={port}" for name, port in ports.items()),
-                     "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
-                     f"-bucket={BUCKET}"], env=env)
-        (self.place / "data").mkdir(exist_ok=True)
-        assert self.proc is not None
-        try:
-            wait_port(self.s3_port, self.proc, timeout=60, what="weed mini")
-            self._wait_bucket(60)
-        except RuntimeError:
-            self.stop()
-            raise
+                while port in ports.values() or port == self.s3_port:
+                    port = free_port(grpc_offset=True)
+                ports[name] = port
+            env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY,
+                   "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+            self._spawn([self.exe, "mini", f"-dir={self.place / 'data'}", "-ip=127.0.0.1",
+                         "-ip.bind=127.0.0.1", f"-s3.port={self.s3_port}",
+                         *(f"-{name}.port={port}" for name, port in ports.items()),
+                         "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false",
+                         f"-bucket={BUCKET}"], env=env)
+            (self.place / "data").mkdir(exist_ok=True)
+            assert self.proc is not None
+            try:
+                wait_port(self.s3_port, self.proc, timeout=60, what="weed mini")
+                self._wait_bucket(60)
+                return
+            except RuntimeError as exc:
+                exited = self.proc is not None and self.proc.poll() is not None
+                self.stop()
+                if not exited or attempt == 3:
+                    tail = self.log.read_text(errors="replace").splitlines()[-5:]
+                    raise RuntimeError(f"{exc}; weed.log ends: {tail}") from None
+                time.sleep(0.5)
 
     def _wait_bucket(self, timeout: float) -> None:
         """The S3 port listens before the filer behind it serves the bucket: wait until

@@ -172,6 +172,10 @@ class EdgeServer:
         sizes = [conn.buffered for conn in self.connections]
         return sum(sizes), max(sizes, default=0)
 
+    def upload_slots(self) -> UploadSlots | None:
+        """The uploads streaming at once and waiting (None until the state is open)."""
+        return self._state.upload_slots if self._state is not None else None
+
     @property
     def port(self) -> int:
         assert self._server is not None
