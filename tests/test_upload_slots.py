@@ -4,8 +4,10 @@ for the wait, and never run the server out of descriptors.
 The built zipapp runs under ``prlimit --nofile=700:700``: 64 descriptors kept, 256
 upload slots, so 380 device connections by default (one descriptor each). 370
 devices log in and all upload at once: 256 stream (slowly, so their uploads stay in
-flight), 114 wait with half their body sent, silent for longer than the upload idle
-timeout, and finish once slots come free. Every upload is stored.
+flight) and 114 wait. Half of those sent half their body and stay silent for longer
+than the upload idle timeout; the other half send 600 KiB of body while they wait,
+which the server does not read meanwhile (its memory does not grow by it). All
+finish once slots come free, and every upload is stored.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ LIMIT = 700
 SLOTS = 256
 DEVICES = 370
 BODY = b"1\n" * 20
+BIG = b"2\n" * (300 * 1024)  # 600 KiB
 IDLE = 2.0  # --upload-idle-timeout
 
 
@@ -52,6 +55,11 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         "--heartbeat", "5", "--upload-idle-timeout", str(IDLE)], data)
     yield proc
     proc.stop()
+
+
+def server_pid(proc: ServerProcess) -> int:
+    """The server's pid (prlimit execs it: the same process)."""
+    return int(proc.proc.pid)
 
 
 def _admin_port(proc: ServerProcess) -> int:
@@ -79,7 +87,14 @@ async def _wait_for(port: int, metric: str, value: float) -> dict[str, float]:
     raise AssertionError(f"{metric} never reached {value}: {got}")
 
 
-async def _session(port: int, admin: int) -> None:
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def _session(port: int, admin: int, pid: int) -> None:
     async def log_in(i: int) -> WireDevice:
         dev = await WireDevice.connect(port)
         assert (await dev.login(f"dev-{i}", f"pw-{i}"))["type"] == "ok"
@@ -96,11 +111,23 @@ async def _session(port: int, admin: int) -> None:
         dev.writer.write(head + BODY[:4])
     got = await _wait_for(admin, "edgenet_upload_slots_in_use", SLOTS)
     assert got["edgenet_upload_slots"] == SLOTS and got["edgenet_uploads_waiting"] == 0, got
-    for dev in waiters:
+    silent, bulk = waiters[:len(waiters) // 2], waiters[len(waiters) // 2:]
+    for dev in silent:
         dev.writer.write(head + BODY[:half])
+    big_head = encode_header({"type": "upload", "id": 8, "file_id": 2}, len(BIG))
+    for dev in bulk:
+        dev.writer.write(big_head + BIG[:4])
     got = await _wait_for(admin, "edgenet_uploads_waiting", len(waiters))
     assert got["edgenet_upload_slots_in_use"] == SLOTS, got
     assert got["edgenet_connections_open"] == DEVICES, got
+    # A waiting upload's body stays in the kernels' buffers: 57 x 600 KiB sent now
+    # (33 MiB) do not come into the server, which would hold up to 256 KiB of each.
+    before = rss_kib(pid)
+    for dev in bulk:
+        dev.writer.write(BIG[4:-2])
+    await asyncio.sleep(1.0)
+    grown = rss_kib(pid) - before
+    assert grown < 6 * 1024, f"the server grew by {grown} KiB while uploads waited"
     # The holders make progress (2 bytes every 0.5 s) for longer than the idle timeout,
     # while the waiters send nothing: waiting for a slot is not their silence.
     sent = 4
@@ -117,10 +144,13 @@ async def _session(port: int, admin: int) -> None:
     # The waiters got slots as the holders' uploads ended, long after their last bytes.
     await _wait_for(admin, "edgenet_uploads_waiting", 0)
     await asyncio.sleep(IDLE / 2)
-    for dev in waiters:
+    for dev in silent:
         dev.writer.write(BODY[half:])
+    for dev in bulk:
+        dev.writer.write(BIG[-2:])
     replies = await asyncio.gather(*(dev.recv(timeout=30) for dev in waiters))
-    assert all(r is not None and r["type"] == "ok" and r["samples"] == 20 for r in replies), \
+    assert [None if r is None else (r["type"], r.get("samples")) for r in replies] == \
+        [("ok", 20)] * len(silent) + [("ok", len(BIG) // 2)] * len(bulk), \
         [r for r in replies if r is None or r["type"] != "ok"][:3]
     got = await _wait_for(admin, "edgenet_upload_slots_in_use", 0)
     assert got["edgenet_uploads_waiting"] == 0, got
@@ -133,7 +163,8 @@ def test_uploads_beyond_the_slots_wait_and_are_all_stored(server: ServerProcess)
     assert limit and limit[0]["soft"] == LIMIT
     assert limit[0]["upload_slots"] == SLOTS
     assert limit[0]["max_connections"] == LIMIT - 64 - SLOTS
-    asyncio.run(asyncio.wait_for(_session(server.port, _admin_port(server)), 90))
+    asyncio.run(asyncio.wait_for(_session(server.port, _admin_port(server), server_pid(server)),
+                                 90))
     events = server.read_events()
     names = {e.get("event") for e in events}
     assert "too_many_open_files" not in names and "upload_stalled" not in names

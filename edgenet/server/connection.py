@@ -224,6 +224,11 @@ class DeviceConnection(RequestServer, asyncio.BufferedProtocol):
             else:
                 self._pump()
 
+    def _hold_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True  # resumed once the task is done, as below
+            self.transport.pause_reading()
+
     def pause_writing(self) -> None:
         self._write_paused = True
 

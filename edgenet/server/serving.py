@@ -88,6 +88,11 @@ class RequestServer:
     async def _wait_written(self) -> None:
         raise NotImplementedError
 
+    def _hold_reading(self) -> None:
+        """Read nothing more from the device until this task is done (an upload waiting
+        for a slot: its body waits in the kernels' buffers, not in this process)."""
+        raise NotImplementedError
+
     def disconnect(self, kind: str, message: str) -> None:
         raise NotImplementedError
 
@@ -168,6 +173,8 @@ class RequestServer:
         assert self.name is not None  # the sans-I/O layer refuses commands before login
         if isinstance(req, m.Upload):
             self.busy = True
+            if self.state.upload_slots.full:
+                self._hold_reading()
             try:
                 pending = await commands.begin_upload(self.state, self.name, req)
             finally:

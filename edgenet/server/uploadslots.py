@@ -2,9 +2,10 @@
 as long as its body streams, so the server gives out a fixed number of slots
 (``descriptors.upload_slots``) and an upload beyond them waits for one.
 
-The wait is part of the upload: the device's body waits in its connection (the
-server stops reading past its read-ahead), the device is not called silent
-meanwhile, and a slot comes back when the upload is stored, refused or aborted.
+The wait is part of the upload: the server reads nothing more from that device
+until it has a slot (the body waits in the kernels' buffers, not in this
+process), the device is not called silent meanwhile, and a slot comes back when
+the upload is stored, refused or aborted.
 That keeps every connection the server admits within its open-file limit while
 admitting almost as many devices as the limit has descriptors: an idle device
 needs one, and only the uploading ones (at most the slots) a second.
@@ -36,9 +37,14 @@ class UploadSlots:
         self.waited_total = 0
         self._full_log = RateLimitedCount(FULL_LOG_SECONDS)
 
+    @property
+    def full(self) -> bool:
+        """No slot is free now (the next upload waits)."""
+        return self._free.locked()
+
     async def acquire(self) -> bool:
         """Take a slot, waiting for one while all are in use; True when it waited."""
-        waited = self._free.locked()
+        waited = self.full
         if waited:
             self.waiting += 1
             self.waited_total += 1
