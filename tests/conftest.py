@@ -102,6 +102,15 @@ class ServerProcess:
         self.events = events
         return events
 
+    def admin_port(self) -> int:
+        """The admin API's port, from its ready event (waited for: 10 s at most)."""
+        for _ in range(200):
+            for ev in self.read_events():
+                if ev.get("event") == "admin_ready":
+                    return int(ev["port"])
+            time.sleep(0.05)
+        raise AssertionError("no admin_ready event")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

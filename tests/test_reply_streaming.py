@@ -53,15 +53,6 @@ def big_server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-def admin_port(proc: ServerProcess) -> int:
-    for _ in range(200):
-        for ev in proc.read_events():
-            if ev.get("event") == "admin_ready":
-                return int(ev["port"])
-        time.sleep(0.05)
-    raise AssertionError("no admin_ready event")
-
-
 def gauge(port: int, metric: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     for line in text.splitlines():
@@ -117,7 +108,7 @@ async def log_in_fillers(port: int) -> list[WireDevice]:
 
 
 async def test_slow_readers_hold_one_piece_each_and_get_every_reply(big_server: ServerProcess) -> None:
-    admin = admin_port(big_server)
+    admin = big_server.admin_port()
     fillers = await log_in_fillers(big_server.port)
     slow = [SlowDevice(big_server.port, i) for i in range(SLOW)]
     for dev in slow:

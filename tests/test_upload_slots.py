@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import shutil
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,15 +59,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def server_pid(proc: ServerProcess) -> int:
     """The server's pid (prlimit execs it: the same process)."""
     return int(proc.proc.pid)
-
-
-def _admin_port(proc: ServerProcess) -> int:
-    for _ in range(200):
-        for ev in proc.read_events():
-            if ev.get("event") == "admin_ready":
-                return int(ev["port"])
-        time.sleep(0.05)
-    raise AssertionError("no admin_ready event")
 
 
 def _gauges(port: int) -> dict[str, float]:
@@ -163,7 +153,7 @@ def test_uploads_beyond_the_slots_wait_and_are_all_stored(server: ServerProcess)
     assert limit and limit[0]["soft"] == LIMIT
     assert limit[0]["upload_slots"] == SLOTS
     assert limit[0]["max_connections"] == LIMIT - 64 - SLOTS
-    asyncio.run(asyncio.wait_for(_session(server.port, _admin_port(server), server_pid(server)),
+    asyncio.run(asyncio.wait_for(_session(server.port, server.admin_port(), server_pid(server)),
                                  90))
     events = server.read_events()
     names = {e.get("event") for e in events}
