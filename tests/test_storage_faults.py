@@ -141,6 +141,9 @@ def test_a_login_on_a_full_disk_is_served_and_the_device_log_catches_up(
         filler.unlink()  # space is back: the log catches up by itself
         assert wait_until(lambda: device_log_names(data) == ["alpha", "beta"], 10)
         assert wait_until(lambda: server.health() == (200, {"status": "ok"}), 5)
+        # The event's line is written at the end of the loop's turn, which may come
+        # after the health answer of that turn.
+        assert wait_until(lambda: bool(server.named("device_log_caught_up")), 5)
         assert len(server.named("device_log_caught_up")) == 1
         assert leftovers(data) == []
         beta.send("OUT")
@@ -184,6 +187,8 @@ def test_a_deleted_data_dir_is_a_storage_error_and_is_opened_again(
         # The folder comes back: it is opened again as at start-up, and served.
         shutil.move(str(tmp_path / "data.moved"), str(data))
         assert wait_until(lambda: server.health() == (200, {"status": "ok"}), 5)
+        # (logged before the health changed, written at the end of that turn of the loop)
+        assert wait_until(lambda: bool(server.named("storage_restored")), 5)
         assert len(server.named("data_dir_reopened")) == 1
         assert server.named("storage_restored")[0]["problem"] == "data_dir_missing"
         alpha.send("SCS 1 SUM")
