@@ -263,8 +263,10 @@ async def test_partials_past_the_budget_are_refused_and_nothing_else_is_lost(
         refusal = "the server keeps partial uploads of at most 12.0 MiB in all"
         assert refusal in err, err
         assert [line for line in err.splitlines() if refusal in line][0].count("\n") == 0
-        events = [e for e in server.read_events() if e.get("event") == "resume_refused"]
-        assert events and events[0]["device"] == "alpha"
+        def refused() -> list[dict[str, object]]:
+            return [e for e in server.read_events() if e.get("event") == "resume_refused"]
+        await until(refused, 10, "the resume_refused event")  # written a turn after the reply
+        assert refused()[0]["device"] == "alpha"
         assert checkpoints(data) == [kept]  # beta's partial is untouched
         # With retries, alpha's upload still goes through (from 0 each time).
         relay = await TcpRelay(server.port, cut_after=3_000_000).start()
