@@ -25,6 +25,7 @@ FULL = [
     ("p2p", ["bench_p2p.py", "--size-mb", "100", "--runs", "3"]),
     ("nat", ["bench_nat.py", "--size-mb", "100", "--runs", "3"]),
     ("recv", ["recv_cost.py", "--runs", "5"]),
+    ("slots", ["slot_cost.py", "--runs", "5"]),
     ("scale", ["bench_scale.py", "--idle", "1000,5000,10000,19500", "--slow", "19500",
                "--devices", "1000", "--seconds", "5", "--runs", "3"]),
     ("fleet", ["bench_fleet.py", "--devices", "100", "--seconds", "5", "--runs", "3"]),
@@ -38,6 +39,7 @@ QUICK = [
              "--tftp-mb", "2", "--no-lossy-tftp"]),
     ("nat", ["bench_nat.py", "--size-mb", "10", "--runs", "1"]),
     ("recv", ["recv_cost.py", "--runs", "1"]),
+    ("slots", ["slot_cost.py", "--runs", "1"]),
     ("scale", ["bench_scale.py", "--idle", "500", "--slow", "500", "--devices", "100",
                "--seconds", "2", "--runs", "1", "--hold", "1"]),
     ("fleet", ["bench_fleet.py", "--devices", "30", "--seconds", "2", "--runs", "1",
@@ -50,7 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset: startup,upload,uvf,p2p,nat,recv,scale,fleet,resume")
+                    help="comma-separated subset: startup,upload,uvf,p2p,nat,recv,slots,scale,fleet,resume")
     args = ap.parse_args()
     if not PYZ.exists():
         print("build/edgenet.pyz is missing: run `make pyz` first", file=sys.stderr)
