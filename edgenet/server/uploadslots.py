@@ -32,9 +32,8 @@ class UploadSlots:
         self.slots = slots
         self._free = asyncio.Semaphore(slots)
         self.in_use = 0
-        #: Uploads waiting for a slot now, and every upload that had to wait.
+        #: Uploads waiting for a slot now.
         self.waiting = 0
-        self.waited_total = 0
         self._full_log = RateLimitedCount(FULL_LOG_SECONDS)
 
     @property
@@ -42,12 +41,10 @@ class UploadSlots:
         """No slot is free now (the next upload waits)."""
         return self._free.locked()
 
-    async def acquire(self) -> bool:
-        """Take a slot, waiting for one while all are in use; True when it waited."""
-        waited = self.full
-        if waited:
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one while all are in use."""
+        if self.full:
             self.waiting += 1
-            self.waited_total += 1
             more = self._full_log.hit(time.monotonic())
             if more is not None:
                 log.warning("upload_slots_full", slots=self.slots, waiting=self.waiting,
@@ -59,7 +56,6 @@ class UploadSlots:
         else:
             await self._free.acquire()
         self.in_use += 1
-        return waited
 
     def release(self) -> None:
         self.in_use -= 1
